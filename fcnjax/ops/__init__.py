@@ -1,0 +1,35 @@
+"""Pure-function operations: transposed convolution, bilinear upsampling, max-unpooling.
+
+Everything here works on plain arrays, without Flax: ``from fcnjax import ops``.
+"""
+
+from fcnjax.ops._conv_transpose import (
+    METHODS,
+    conv_transpose,
+    conv_transpose_shape,
+    kernel_from_keras,
+    kernel_from_torch,
+    kernel_to_keras,
+    kernel_to_torch,
+    select_method,
+    zero_insert,
+)
+from fcnjax.ops._pooling import max_pool_with_argmax, max_unpool
+from fcnjax.ops._upsample import bilinear_filter, bilinear_kernel, upsample_bilinear
+
+__all__ = [
+    "METHODS",
+    "bilinear_filter",
+    "bilinear_kernel",
+    "conv_transpose",
+    "conv_transpose_shape",
+    "kernel_from_keras",
+    "kernel_from_torch",
+    "kernel_to_keras",
+    "kernel_to_torch",
+    "max_pool_with_argmax",
+    "max_unpool",
+    "select_method",
+    "upsample_bilinear",
+    "zero_insert",
+]

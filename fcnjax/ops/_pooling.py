@@ -1,0 +1,153 @@
+"""Max pooling that records its switches, and unpooling with them (DeconvNet, SegNet)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fcnjax.ops._conv_transpose import _per_dim
+from fcnjax.typing import Array, ArrayLike, IntOrSeq
+
+__all__ = ["max_pool_with_argmax", "max_unpool"]
+
+_NO_INDEX = jnp.iinfo(jnp.int32).max  # index of padding: loses every tie to a real sample
+
+
+def _take_first_max(a, b):
+    (av, ai), (bv, bi) = a, b
+    # The larger value wins; NaN beats everything (it propagates, as in PyTorch); among
+    # equal values the first in row-major order wins, as in PyTorch and TensorFlow.
+    a_wins = (av > bv) | (jnp.isnan(av) & ~jnp.isnan(bv)) | ((av == bv) & (ai < bi))
+    a_wins = a_wins | (jnp.isnan(av) & jnp.isnan(bv) & (ai < bi))
+    return jnp.where(a_wins, av, bv), jnp.where(a_wins, ai, bi)
+
+
+def max_pool_with_argmax(
+    x: ArrayLike,
+    window: IntOrSeq,
+    strides: IntOrSeq | None = None,
+    padding: str | Sequence[tuple[int, int]] = "VALID",
+) -> tuple[Array, Array]:
+    """Max pooling that also returns where each maximum came from (the "switches").
+
+    Args:
+      x: ``(N, *spatial, C)``.
+      window: pooling window, an int or one per spatial dimension.
+      strides: defaults to ``window``.
+      padding: ``"VALID"`` (floor, PyTorch's default), ``"SAME"`` (TensorFlow; ceil-like) or
+        explicit ``(lo, hi)`` pairs; padded positions never win.
+
+    Returns:
+      ``(pooled, indices)``, both ``(N, *out_spatial, C)``. ``indices`` (int32) is the
+      row-major flat position of the maximum within the ``(n, c)`` plane of ``x``:
+      ``h * W + w`` in 2-D, PyTorch's ``return_indices=True`` convention. Ties go to the
+      first position; NaN propagates. ``pooled`` is differentiable in ``x``.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[1., 5., 2., 0.], [3., 4., 7., 7.]]).reshape(1, 2, 4, 1)
+    >>> pooled, idx = max_pool_with_argmax(x, 2)
+    >>> pooled[0, ..., 0], idx[0, ..., 0]
+    (Array([[5., 7.]], dtype=float32), Array([[1, 6]], dtype=int32))
+    """
+    x = jnp.asarray(x)
+    if x.ndim < 3:
+        raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
+    n = x.ndim - 2
+    spatial = x.shape[1:-1]
+    window = _per_dim("window", window, n, 1)
+    strides = window if strides is None else _per_dim("strides", strides, n, 1)
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f'`padding` must be "SAME", "VALID" or (lo, hi) pairs; got {padding!r}.')
+        pads = lax.padtype_to_pads(spatial, window, strides, padding.upper())
+    else:
+        pads = [tuple(int(v) for v in p) for p in padding]
+        if len(pads) != n or any(len(p) != 2 or min(p) < 0 for p in pads):
+            raise ValueError(f"`padding` must be {n} non-negative (lo, hi) pairs; got {padding!r}.")
+    if any(sz + lo + hi < w for sz, (lo, hi), w in zip(spatial, pads, window)):
+        raise ValueError(
+            f"`window`={window} is larger than the padded input {spatial} (padding {pads})."
+        )
+    positions = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(1, *spatial, 1)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"`x` must be floating point, got dtype {x.dtype}.")
+    _, indices = lax.reduce_window(
+        (lax.stop_gradient(x), jnp.broadcast_to(positions, x.shape)),
+        (jnp.array(-jnp.inf, x.dtype), jnp.array(_NO_INDEX, jnp.int32)),
+        _take_first_max,
+        (1, *window, 1),
+        (1, *strides, 1),
+        [(0, 0), *pads, (0, 0)],
+    )
+    return _gather(x, indices), indices
+
+
+def _gather(x: Array, indices: Array) -> Array:
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    picked = jnp.take_along_axis(flat, indices.reshape(indices.shape[0], -1, indices.shape[-1]), 1)
+    return picked.reshape(indices.shape)
+
+
+def max_unpool(x: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]) -> Array:
+    """Place each value back where its maximum came from; zeros everywhere else.
+
+    The adjoint of the selection done by :func:`max_pool_with_argmax`: if two windows
+    picked the same position (overlapping windows), their values add up. For
+    non-overlapping windows this equals ``torch.nn.functional.max_unpool{1,2,3}d``.
+
+    Args:
+      x: ``(N, *pooled_spatial, C)``, e.g. the decoder's feature map.
+      indices: same shape, from :func:`max_pool_with_argmax` on an input of
+        ``output_shape``.
+      output_shape: the spatial shape of the pooled input, e.g. ``(H, W)``; it cannot be
+        inferred, since floor or ceil pooling of odd sizes loses it. Concrete ``indices``
+        outside ``[0, prod(output_shape))`` raise ``ValueError``; traced ones (under
+        ``jit``) cannot be checked and are dropped.
+
+    Returns:
+      ``(N, *output_shape, C)``.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[1., 5., 2., 0.], [3., 4., 7., 7.]]).reshape(1, 2, 4, 1)
+    >>> pooled, idx = max_pool_with_argmax(x, 2)
+    >>> max_unpool(pooled, idx, (2, 4))[0, ..., 0]
+    Array([[0., 5., 0., 0.],
+           [0., 0., 7., 0.]], dtype=float32)
+    """
+    x, indices = jnp.asarray(x), jnp.asarray(indices)
+    if x.ndim < 3:
+        raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
+    if indices.shape != x.shape:
+        raise ValueError(f"`indices` must have the shape of `x` {x.shape}, got {indices.shape}.")
+    if not jnp.issubdtype(indices.dtype, jnp.integer):
+        raise ValueError(f"`indices` must be integers, got dtype {indices.dtype}.")
+    output_shape = tuple(output_shape)
+    if len(output_shape) != x.ndim - 2 or not all(
+        isinstance(s, int) and s >= 1 for s in output_shape
+    ):
+        raise ValueError(
+            f"`output_shape` must be the {x.ndim - 2} spatial sizes of the pooled input, "
+            f"got {output_shape!r}."
+        )
+    size = math.prod(output_shape)
+    try:  # concrete indices are checked here; under jit, out-of-range ones are dropped
+        concrete = np.asarray(indices)
+    except jax.errors.JAXTypeError:
+        concrete = None
+    if concrete is not None and concrete.size and (concrete.min() < 0 or concrete.max() >= size):
+        raise ValueError(
+            f"`indices` must lie in [0, {size}) for `output_shape`={output_shape}; got values "
+            f"from {concrete.min()} to {concrete.max()}."
+        )
+    batch, channels = x.shape[0], x.shape[-1]
+    flat_x = x.reshape(batch, -1, channels)
+    flat_i = indices.reshape(batch, -1, channels)
+    b = jnp.arange(batch)[:, None, None]
+    c = jnp.arange(channels)[None, None, :]
+    out = jnp.zeros((batch, size, channels), x.dtype).at[b, flat_i, c].add(flat_x, mode="drop")
+    return out.reshape(batch, *output_shape, channels)
