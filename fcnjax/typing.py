@@ -1,7 +1,6 @@
 """Type aliases shared across fcnjax's public API."""
 
 from collections.abc import Sequence
-from typing import Union
 
 import jax
 from jax.typing import ArrayLike, DTypeLike
@@ -10,8 +9,8 @@ __all__ = ["Array", "ArrayLike", "DTypeLike", "IntOrSeq", "PaddingLike", "Precis
 
 Array = jax.Array
 # An int applied to every spatial dimension, or one int per spatial dimension.
-IntOrSeq = Union[int, Sequence[int]]
+IntOrSeq = int | Sequence[int]
 # "SAME" / "VALID" (Keras rules), or PyTorch-style crops: an int, one int per
 # spatial dimension, or one (low, high) pair per spatial dimension.
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
-PrecisionLike = Union[None, str, jax.lax.Precision, tuple]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
+PrecisionLike = None | str | jax.lax.Precision | tuple

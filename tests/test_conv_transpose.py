@@ -89,7 +89,9 @@ def crops_of(cfg):
     k_eff = [d * (k - 1) + 1 for k, d in zip(cfg["window"], cfg["dilation"])]
     if isinstance(p, str):
         return [keras_crops(p, k, s, o) for k, s, o in zip(k_eff, cfg["strides"], op)]
-    pairs = [(p, p)] * n if isinstance(p, int) else [v if isinstance(v, tuple) else (v, v) for v in p]
+    pairs = (
+        [(p, p)] * n if isinstance(p, int) else [v if isinstance(v, tuple) else (v, v) for v in p]
+    )
     return [(lo, hi - (o or 0)) for (lo, hi), o in zip(pairs, op)]
 
 
@@ -142,7 +144,9 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], der
 def test_matches_scatter_definition(cfg):
     assume(output_ok(cfg))
     x, k = make_arrays(cfg)
-    expected = conv_transpose_ref(x, k, cfg["strides"], crops_of(cfg), cfg["dilation"], cfg["groups"])
+    expected = conv_transpose_ref(
+        x, k, cfg["strides"], crops_of(cfg), cfg["dilation"], cfg["groups"]
+    )
     shape = ops.conv_transpose_shape(
         x.shape,
         k.shape,
@@ -238,7 +242,9 @@ def test_asymmetric_pairs_match_torch_full_output_cropped():
     x = np.random.default_rng(4).standard_normal((1, 5, 4, 3)).astype(np.float32)
     k = np.random.default_rng(5).standard_normal((3, 4, 3, 2)).astype(np.float32)
     full = torch.nn.functional.conv_transpose2d(
-        torch.tensor(np.moveaxis(x, -1, 1)), torch.tensor(np.asarray(ops.kernel_to_torch(k))), stride=2
+        torch.tensor(np.moveaxis(x, -1, 1)),
+        torch.tensor(np.asarray(ops.kernel_to_torch(k))),
+        stride=2,
     )
     full = np.moveaxis(full.numpy(), 1, -1)  # (1, 11, 10, 2)
     for method in METHODS:
@@ -382,9 +388,13 @@ def test_jit_vmap_and_bfloat16(method):
 def test_precision_is_forwarded():
     x, k = make_arrays(dict(spatial=(3,), window=(2,), c_in=2, c_out=2, groups=1), seed=13)
     for method in METHODS[:3]:
-        text = jax.jit(
-            lambda a, b, m=method: ops.conv_transpose(a, b, 2, method=m, precision="highest")
-        ).lower(x, k).as_text()
+        text = (
+            jax.jit(
+                lambda a, b, m=method: ops.conv_transpose(a, b, 2, method=m, precision="highest")
+            )
+            .lower(x, k)
+            .as_text()
+        )
         assert "HIGHEST" in text, method
 
 

@@ -53,8 +53,11 @@ METHODS = ("auto", "dilated", "subpixel", "zero_insert")
 
 # The sub-pixel method computes its stride-1 phase convolution as one GEMM over
 # the prod(T) shifted views of the input (im2col). Past this many taps the
-# copies cost more than they save and it falls back to an XLA convolution.
+# copies cost more than they save, and below this GEMM depth (taps * C_in per
+# group) XLA:CPU's convolution measured faster (bench/RESULTS.md); otherwise it
+# falls back to an XLA convolution.
 _MAX_IM2COL_TAPS = 16
+_MIN_IM2COL_DEPTH = 32
 
 
 # --------------------------------------------------------------------------------------
@@ -131,8 +134,8 @@ def _keras_crops(mode: str, k_eff: int, s: int, op: int | None) -> tuple[int, in
 
 def _torch_crops(padding, n: int) -> tuple[tuple[int, int], ...]:
     expected = (
-        '"SAME", "VALID", an int, a sequence of {n} ints, or a sequence of {n} (lo, hi) pairs'
-    ).format(n=n)
+        f'"SAME", "VALID", an int, a sequence of {n} ints, or a sequence of {n} (lo, hi) pairs'
+    )
     if _is_int(padding):
         pairs = ((int(padding),) * 2,) * n
     else:
@@ -225,9 +228,7 @@ def _geometry(
             )
         crops = tuple(_keras_crops(mode, k, s, op) for k, s, op in zip(k_eff, strides, ops_))
     else:
-        crops = tuple(
-            (lo, hi - (op or 0)) for (lo, hi), op in zip(_torch_crops(padding, n), ops_)
-        )
+        crops = tuple((lo, hi - (op or 0)) for (lo, hi), op in zip(_torch_crops(padding, n), ops_))
     geo = _Geometry(
         in_spatial=tuple(x_shape[1:-1]),
         window=window,
@@ -315,7 +316,11 @@ def kernel_from_torch(weight: ArrayLike, feature_group_count: int = 1) -> Array:
         raise ValueError(
             f"`weight` must be (C_in, C_out // groups, *window), rank >= 3; got shape {w.shape}."
         )
-    if not _is_int(feature_group_count) or feature_group_count < 1 or w.shape[0] % feature_group_count:
+    if (
+        not _is_int(feature_group_count)
+        or feature_group_count < 1
+        or w.shape[0] % feature_group_count
+    ):
         raise ValueError(
             f"`feature_group_count`={feature_group_count!r} must be a positive int dividing "
             f"C_in={w.shape[0]} of `weight` (shape {w.shape})."
@@ -328,7 +333,11 @@ def kernel_to_torch(kernel: ArrayLike, feature_group_count: int = 1) -> Array:
     k = jnp.asarray(kernel)
     if k.ndim < 3:
         raise ValueError(f"`kernel` must be (*window, C_in, C_out // groups); got {k.shape}.")
-    if not _is_int(feature_group_count) or feature_group_count < 1 or k.shape[-2] % feature_group_count:
+    if (
+        not _is_int(feature_group_count)
+        or feature_group_count < 1
+        or k.shape[-2] % feature_group_count
+    ):
         raise ValueError(
             f"`feature_group_count`={feature_group_count!r} must be a positive int dividing "
             f"C_in={k.shape[-2]} of `kernel` (shape {k.shape})."
@@ -456,9 +465,7 @@ def _subpixel(x, kernel, geo, precision, preferred_element_type):
     taps = tuple(-(-k // s) for k, s in zip(win, geo.strides))
     # Output positions [a, b) of the full output, computed as phase rows m in [m0, m1).
     m0 = tuple(lo // s for (lo, _), s in zip(geo.crops, geo.strides))
-    m1 = tuple(
-        -(-(f - hi) // s) for f, (_, hi), s in zip(geo.full_spatial, geo.crops, geo.strides)
-    )
+    m1 = tuple(-(-(f - hi) // s) for f, (_, hi), s in zip(geo.full_spatial, geo.crops, geo.strides))
     rows = tuple(b - a for a, b in zip(m0, m1))
     cfg = [(0, 0, 0)]
     for t, a, b, length in zip(taps, m0, m1, geo.in_spatial):
@@ -473,13 +480,11 @@ def _subpixel(x, kernel, geo, precision, preferred_element_type):
     w = w.reshape(*split, g, c_in_g, c_out_g)
     w = jnp.flip(w, axis=tuple(range(0, 2 * n, 2)))
     # -> (*taps, g, C_in/g, *phases, C_out/g)
-    w = w.transpose(
-        *range(0, 2 * n, 2), 2 * n, 2 * n + 1, *range(1, 2 * n, 2), 2 * n + 2
-    )
+    w = w.transpose(*range(0, 2 * n, 2), 2 * n, 2 * n + 1, *range(1, 2 * n, 2), 2 * n + 2)
     n_taps, n_phases = math.prod(taps), math.prod(geo.strides)
     batch = x.shape[0]
 
-    if n_taps <= _MAX_IM2COL_TAPS:
+    if n_taps <= _MAX_IM2COL_TAPS and n_taps * c_in_g >= _MIN_IM2COL_DEPTH:
         cols = [
             xp[(slice(None), *(slice(u, u + r) for u, r in zip(off, rows)))]
             for off in itertools.product(*(range(t) for t in taps))
@@ -534,9 +539,7 @@ def _subpixel(x, kernel, geo, precision, preferred_element_type):
 _IMPLS = {"dilated": _dilated, "subpixel": _subpixel, "zero_insert": _zero_insert}
 
 
-def select_method(
-    geometry_or_strides: IntOrSeq | _Geometry, backend: str | None = None
-) -> str:
+def select_method(geometry_or_strides: IntOrSeq | _Geometry, backend: str | None = None) -> str:
     """The method ``method="auto"`` uses for these strides on this backend.
 
     The rule is a table of measurements (``bench/conv_transpose.py``, recorded in

@@ -63,7 +63,9 @@ def max_pool_with_argmax(
     strides = window if strides is None else _per_dim("strides", strides, n, 1)
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f'`padding` must be "SAME", "VALID" or (lo, hi) pairs; got {padding!r}.')
+            raise ValueError(
+                f'`padding` must be "SAME", "VALID" or (lo, hi) pairs; got {padding!r}.'
+            )
         pads = lax.padtype_to_pads(spatial, window, strides, padding.upper())
     else:
         pads = [tuple(int(v) for v in p) for p in padding]
