@@ -115,6 +115,18 @@ def run(x, k, cfg, method="auto"):
     )
 
 
+def shape_of(x, k, cfg):
+    return ops.conv_transpose_shape(
+        x.shape,
+        k.shape,
+        cfg["strides"],
+        cfg["padding"],
+        output_padding=cfg["output_padding"],
+        kernel_dilation=cfg["dilation"],
+        feature_group_count=cfg["groups"],
+    )
+
+
 def forward_and_vjp(x, k, ct, cfg, method):
     """y, dx, dk as one compiled program (one compilation per example, not per primitive)."""
 
@@ -147,15 +159,7 @@ def test_matches_scatter_definition(cfg):
     expected = conv_transpose_ref(
         x, k, cfg["strides"], crops_of(cfg), cfg["dilation"], cfg["groups"]
     )
-    shape = ops.conv_transpose_shape(
-        x.shape,
-        k.shape,
-        cfg["strides"],
-        cfg["padding"],
-        output_padding=cfg["output_padding"],
-        kernel_dilation=cfg["dilation"],
-        feature_group_count=cfg["groups"],
-    )
+    shape = shape_of(x, k, cfg)
     assert shape == expected.shape
     for method in BASE_METHODS:
         assert_close(jax.jit(lambda a, b, m=method: run(a, b, cfg, m))(x, k), expected)
@@ -197,15 +201,7 @@ def test_matches_torch_forward_and_gradients(cfg):
     assume(not isinstance(cfg["padding"], str))
     x, k = make_arrays(cfg, seed=1)
     w_torch = np.asarray(ops.kernel_to_torch(k, cfg["groups"]))
-    y_shape = ops.conv_transpose_shape(
-        x.shape,
-        k.shape,
-        cfg["strides"],
-        cfg["padding"],
-        output_padding=cfg["output_padding"],
-        kernel_dilation=cfg["dilation"],
-        feature_group_count=cfg["groups"],
-    )
+    y_shape = shape_of(x, k, cfg)
     ct = np.random.default_rng(2).standard_normal(y_shape).astype(np.float32)
     y_t, dx_t, dw_t = torch_forward_and_grads(x, w_torch, cfg, ct)
     for method in BASE_METHODS:
