@@ -52,10 +52,10 @@ __all__ = [
 METHODS = ("auto", "dilated", "subpixel", "zero_insert")
 
 # The sub-pixel method computes its stride-1 phase convolution as one GEMM over
-# the prod(T) shifted views of the input (im2col). Past this many taps the
-# copies cost more than they save, and below this GEMM depth (taps * C_in per
-# group) XLA:CPU's convolution measured faster (bench/RESULTS.md); otherwise it
-# falls back to an XLA convolution.
+# the prod(T) shifted views of the input (im2col), unless there are more than
+# _MAX_IM2COL_TAPS taps (the copies cost more than they save) or the GEMM depth,
+# taps * C_in per group, is below _MIN_IM2COL_DEPTH (XLA:CPU's convolution
+# measured faster, bench/RESULTS.md); then it uses an XLA convolution.
 _MAX_IM2COL_TAPS = 16
 _MIN_IM2COL_DEPTH = 32
 
@@ -300,6 +300,14 @@ def _as_array(a) -> Array:
     return jnp.asarray(a)
 
 
+def _check_groups(groups, c_in: int, name: str, shape) -> None:
+    if not _is_int(groups) or groups < 1 or c_in % groups:
+        raise ValueError(
+            f"`feature_group_count`={groups!r} must be a positive int dividing "
+            f"C_in={c_in} of `{name}` (shape {shape})."
+        )
+
+
 def kernel_from_torch(weight: ArrayLike, feature_group_count: int = 1) -> Array:
     """fcnjax kernel from a ``torch.nn.ConvTranspose{1,2,3}d.weight``.
 
@@ -316,15 +324,7 @@ def kernel_from_torch(weight: ArrayLike, feature_group_count: int = 1) -> Array:
         raise ValueError(
             f"`weight` must be (C_in, C_out // groups, *window), rank >= 3; got shape {w.shape}."
         )
-    if (
-        not _is_int(feature_group_count)
-        or feature_group_count < 1
-        or w.shape[0] % feature_group_count
-    ):
-        raise ValueError(
-            f"`feature_group_count`={feature_group_count!r} must be a positive int dividing "
-            f"C_in={w.shape[0]} of `weight` (shape {w.shape})."
-        )
+    _check_groups(feature_group_count, w.shape[0], "weight", w.shape)
     return jnp.moveaxis(w, (0, 1), (-2, -1))
 
 
@@ -333,15 +333,7 @@ def kernel_to_torch(kernel: ArrayLike, feature_group_count: int = 1) -> Array:
     k = jnp.asarray(kernel)
     if k.ndim < 3:
         raise ValueError(f"`kernel` must be (*window, C_in, C_out // groups); got {k.shape}.")
-    if (
-        not _is_int(feature_group_count)
-        or feature_group_count < 1
-        or k.shape[-2] % feature_group_count
-    ):
-        raise ValueError(
-            f"`feature_group_count`={feature_group_count!r} must be a positive int dividing "
-            f"C_in={k.shape[-2]} of `kernel` (shape {k.shape})."
-        )
+    _check_groups(feature_group_count, k.shape[-2], "kernel", k.shape)
     return jnp.moveaxis(k, (-2, -1), (0, 1))
 
 

@@ -57,6 +57,8 @@ def max_pool_with_argmax(
     x = jnp.asarray(x)
     if x.ndim < 3:
         raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"`x` must be floating point, got dtype {x.dtype}.")
     n = x.ndim - 2
     spatial = x.shape[1:-1]
     window = _per_dim("window", window, n, 1)
@@ -76,8 +78,6 @@ def max_pool_with_argmax(
             f"`window`={window} is larger than the padded input {spatial} (padding {pads})."
         )
     positions = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(1, *spatial, 1)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"`x` must be floating point, got dtype {x.dtype}.")
     _, indices = lax.reduce_window(
         (lax.stop_gradient(x), jnp.broadcast_to(positions, x.shape)),
         (jnp.array(-jnp.inf, x.dtype), jnp.array(_NO_INDEX, jnp.int32)),
