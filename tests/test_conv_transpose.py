@@ -232,6 +232,43 @@ def test_kernel_16_stride_8_matches_torch(method, padding):
         assert_close(ops.kernel_to_torch(dk), dw_t)
 
 
+# The subpixel method's code paths, which the small-channel property tests above rarely
+# reach: one GEMM over im2col columns (normal or transposed orientation, chosen by its
+# shape), an XLA convolution for shallow phases, phases grouped by tap count when the
+# window is not a multiple of the stride, and phases no tap reaches (stride > window).
+SUBPIXEL_PATHS = {
+    "k3s2, 4 tap groups, im2col + conv": ((5, 4), (3, 3), (2, 2), 1, 16, 8),
+    "k4s2, im2col transposed": ((4, 3), (4, 4), (2, 2), 1, 8, 40),
+    "k3s2 groups=2, im2col + conv": ((4, 4), (3, 3), (2, 2), 2, 32, 16),
+    "k4s2 groups=2, im2col transposed": ((3, 4), (4, 4), (2, 2), 2, 16, 80),
+    "1-D k5s3, im2col both ways": ((6,), (5,), (3,), 1, 40, 24),
+    "1-D k2s3, a phase with no taps": ((5,), (2,), (3,), 1, 40, 8),
+    "3-D k3s2 dilation 2": ((3, 2, 3), (3, 2, 3), (2, 2, 2), 1, 12, 6),
+}
+
+
+@pytest.mark.parametrize("case", SUBPIXEL_PATHS, ids=list(SUBPIXEL_PATHS))
+@pytest.mark.parametrize("padding", [1, "SAME"])
+def test_subpixel_paths_match_torch(case, padding):
+    spatial, window, strides, groups, c_in, c_out = SUBPIXEL_PATHS[case]
+    dilation = (2,) * len(spatial) if "dilation" in case else (1,) * len(spatial)
+    cfg = dict(
+        spatial=spatial, window=window, strides=strides, dilation=dilation, groups=groups,
+        c_in=c_in, c_out=c_out, padding=padding, output_padding=None,
+    )  # fmt: skip
+    x, k = make_arrays(cfg, seed=4)
+    crops = crops_of(cfg)
+    expected = conv_transpose_ref(x, k, strides, crops, dilation, groups)
+    ct = np.random.default_rng(5).standard_normal(expected.shape).astype(np.float32)
+    y, dx, dk = forward_and_vjp(x, k, ct, cfg, "subpixel")
+    assert_close(y, expected)
+    if not isinstance(padding, str):
+        w_torch = np.asarray(ops.kernel_to_torch(k, groups))
+        _, dx_t, dw_t = torch_forward_and_grads(x, w_torch, cfg, ct)
+        assert_close(dx, dx_t)
+        assert_close(ops.kernel_to_torch(dk, groups), dw_t)
+
+
 def test_asymmetric_pairs_match_torch_full_output_cropped():
     import torch
 
