@@ -1,0 +1,60 @@
+"""fcnjax's networks, chosen by name: ``fcnjax.models.get("fcn8s", num_classes=21)``.
+
+>>> from fcnjax import models
+>>> models.get("fcn8s", num_classes=21).variant
+'8s'
+>>> sorted(models.NAMES)[:4]
+['autoencoder', 'conv_autoencoder', 'fcn', 'fcn16s']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+
+from fcnjax.models.autoencoder import ConvAutoencoder
+from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
+from fcnjax.models.segnet import SegNet
+from fcnjax.models.unet import UNet
+from fcnjax.models.vgg import VGG16
+
+__all__ = [
+    "FCN",
+    "FCN8s",
+    "FCN16s",
+    "FCN32s",
+    "NAMES",
+    "VGG16",
+    "ConvAutoencoder",
+    "SegNet",
+    "UNet",
+    "backbone_mask",
+    "get",
+]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "vgg16": VGG16,
+    "fcn": FCN,
+    "fcn32s": FCN32s,
+    "fcn16s": FCN16s,
+    "fcn8s": FCN8s,
+    "conv_autoencoder": ConvAutoencoder,
+    "autoencoder": ConvAutoencoder,
+    "unet": UNet,
+    "segnet": SegNet,
+}
+NAMES = tuple(_REGISTRY)
+
+
+def get(name: str, **kwargs: Any) -> nn.Module:
+    """The model registered as ``name`` (ignoring case, ``-`` and ``_``), built with ``kwargs``."""
+    squash = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
+    found = {squash(k): v for k, v in _REGISTRY.items()}.get(squash(name))
+    if found is None:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}.")
+    try:
+        return found(**kwargs)
+    except TypeError as e:
+        raise TypeError(f"model {name!r}: {e}") from None

@@ -1,0 +1,167 @@
+"""Fully convolutional networks (Long, Shelhamer & Darrell, 2015) on a VGG16 backbone."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fcnjax.layers import ConvTranspose, Upsample, bilinear_init, crop_to
+from fcnjax.models.vgg import VGG16, VGG16_CONVS, scaled
+from fcnjax.typing import Array, ArrayLike, DTypeLike
+
+__all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "VARIANTS", "SKIPS", "backbone_mask"]
+
+VARIANTS = ("32s", "16s", "8s")
+SKIPS = ("score", "features")
+_glorot = nn.initializers.glorot_uniform()  # Keras' default, for the seed 003 network
+
+
+class FCN(nn.Module):
+    """FCN-32s / 16s / 8s: a VGG16 classifier turned fully convolutional, with skips.
+
+    ``skip="score"`` is the paper's network. VGG16 with fc6/fc7 as convolutions; a 1x1
+    score layer on fc7 (``score_fr``); for 16s and 8s a learnable x2 transposed
+    convolution (kernel 4, bilinear initialisation, no bias) added to a 1x1 score layer on
+    pool4 (``score_pool4``), and for 8s once more with pool3 (``score_pool3``); all score
+    layers start at zero. A fixed bilinear upsampler (x32 / x16 / x8, never trained)
+    returns to the input resolution.
+
+    ``skip="features"`` is seed 003's lab network: conv6 (7x7, 4096, ReLU), conv7 (1x1,
+    4096, ReLU), a 1x1 score layer with ReLU, a learnable x2 transposed convolution to 512
+    channels added to pool4's *features*, another to 256 channels added to pool3, and a
+    learnable x8 transposed convolution (kernel 16) to the classes. All use Keras' default
+    initialisers, as the seed does. With ``num_classes=2`` at 224x224 it has 136,514,116
+    parameters, 14,714,688 of them VGG16's convolutions.
+
+    Any input size works: pooling is ceil-mode (SAME), each upsampled map is cropped to
+    its skip's size from the top-left corner (SAME padding puts the extra samples at the
+    end), and the logits are cropped to the input's ``(H, W)``.
+
+    Attributes:
+      num_classes: number of classes ``K``.
+      variant: ``"32s"``, ``"16s"`` or ``"8s"``: the stride of the finest skip.
+      backbone: ``"vgg16"`` (the only one so far).
+      skip: ``"score"`` (the paper) or ``"features"`` (seed 003).
+      width: channel multiplier of VGG16 and conv6/conv7 (``1.0``: the real network).
+      dropout: dropout after fc6 / fc7 in training.
+      final_upsample: fixed final upsampler of ``skip="score"``: ``"transposed"`` (FCN's
+        bilinear deconvolution) or ``"bilinear"`` (exact interpolation).
+      dtype: computation dtype (e.g. ``jnp.bfloat16``); param_dtype: parameter dtype.
+
+    Returns logits ``(N, H, W, num_classes)``, aligned with the input (no softmax).
+
+    The VGG16 convolutions are ``params['backbone']['block*']``; :func:`backbone_mask`
+    marks them (to freeze them, or to load ImageNet weights with
+    :func:`fcnjax.weights.into_backbone`).
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = FCN8s(num_classes=21, width=0.0625)
+    >>> x = jnp.ones((1, 97, 131, 3))
+    >>> params = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: fast
+    >>> jax.eval_shape(model.apply, params, x).shape
+    (1, 97, 131, 21)
+    """
+
+    num_classes: int
+    variant: str = "8s"
+    backbone: str = "vgg16"
+    skip: str = "score"
+    width: float = 1.0
+    dropout: float = 0.5
+    final_upsample: str = "transposed"
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+
+    def _check(self) -> None:
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"`num_classes` must be a positive int; got {self.num_classes!r}.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}; got {self.variant!r}.")
+        if self.skip not in SKIPS:
+            raise ValueError(f"`skip` must be one of {SKIPS}; got {self.skip!r}.")
+        if self.backbone != "vgg16":
+            raise ValueError(
+                f"`backbone` must be 'vgg16' (the only one so far); got {self.backbone!r}."
+            )
+
+    @nn.compact
+    def __call__(self, x: ArrayLike, train: bool = False) -> Array:
+        """``(N, H, W, 3) -> (N, H, W, num_classes)`` logits."""
+        self._check()
+        x = jnp.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"FCN input must be (N, H, W, C); got shape {x.shape}.")
+        size = x.shape[1:3]
+        k = self.num_classes
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        steps = {"32s": [], "16s": ["pool4"], "8s": ["pool4", "pool3"]}[self.variant]
+        factor = {"32s": 32, "16s": 16, "8s": 8}[self.variant]
+
+        if self.skip == "score":
+            taps = VGG16(self.width, fc=True, fc_dropout=self.dropout, name="backbone", **kw)(
+                x, train
+            )
+            score = nn.Conv(k, (1, 1), kernel_init=nn.initializers.zeros, name="score_fr", **kw)(
+                taps["fc7"]
+            )
+            for tap in steps:
+                up = ConvTranspose(
+                    k, 4, 2, use_bias=False, kernel_init=bilinear_init,
+                    name="upscore2" if tap == "pool4" else "upscore_pool4", **kw,
+                )(score)  # fmt: skip
+                side = nn.Conv(
+                    k, (1, 1), kernel_init=nn.initializers.zeros, name=f"score_{tap}", **kw
+                )(taps[tap])
+                score = crop_to(up, side.shape[1:3]) + side
+            logits = Upsample(factor, self.final_upsample, dtype=self.dtype)(score)
+            return crop_to(logits, size)
+
+        # skip == "features": seed 003.
+        taps = VGG16(self.width, fc=False, name="backbone", **kw)(x, train)
+        conv = functools.partial(nn.Conv, kernel_init=_glorot, padding="SAME", **kw)
+        h = nn.relu(conv(scaled(4096, self.width), (7, 7), name="conv6")(taps["pool5"]))
+        h = nn.relu(conv(scaled(4096, self.width), (1, 1), name="conv7")(h))
+        h = nn.relu(conv(k, (1, 1), name="score")(h))
+        for tap, name in zip(steps, ("upscore2", "upscore_pool4")):
+            side = taps[tap]
+            up = ConvTranspose(side.shape[-1], 4, 2, kernel_init=_glorot, name=name, **kw)(h)
+            h = crop_to(up, side.shape[1:3]) + side
+        up = ConvTranspose(
+            k, 2 * factor, factor, kernel_init=_glorot, name=f"upscore{factor}", **kw
+        )(h)
+        return crop_to(up, size)
+
+
+FCN32s = functools.partial(FCN, variant="32s")
+FCN16s = functools.partial(FCN, variant="16s")
+FCN8s = functools.partial(FCN, variant="8s")
+
+
+def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
+    """A pytree of bools like ``params``: True for the VGG16 convolutions (``block*``).
+
+    Use it to freeze the backbone (seed 003 sets ``base_model.trainable = False``), e.g.
+    ``optax.multi_transform({True: optax.set_to_zero(), False: tx}, backbone_mask(p))``.
+    fc6/fc7 are not marked: FCN fine-tunes them. Accepts the ``params`` collection or the
+    whole variables dict (``{'params': ...}``).
+
+    >>> import jax, jax.numpy as jnp
+    >>> p = jax.eval_shape(FCN32s(2).init, jax.random.key(0), jnp.ones((1, 32, 32, 3)))
+    >>> mask = backbone_mask(p)
+    >>> mask["params"]["backbone"]["block1_conv1"]["kernel"], mask["params"]["score_fr"]["bias"]
+    (True, False)
+    """
+
+    def mark(path, _):
+        names = [getattr(p, "key", None) for p in path]
+        if key not in names:
+            return False
+        after = names[names.index(key) + 1 :]
+        return bool(after) and after[0] in VGG16_CONVS
+
+    return jax.tree_util.tree_map_with_path(mark, params)
