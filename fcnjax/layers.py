@@ -16,6 +16,7 @@ from flax.linen.dtypes import promote_dtype
 
 from fcnjax import ops
 from fcnjax.ops._conv_transpose import _per_dim
+from fcnjax.ops._upsample import bilinear_window
 from fcnjax.typing import Array, ArrayLike, DTypeLike, IntOrSeq, PaddingLike, PrecisionLike
 
 __all__ = [
@@ -32,14 +33,6 @@ __all__ = [
 
 Initializer = Callable[..., Array]
 UPSAMPLE_METHODS = ("bilinear", "nearest", "transposed")
-
-
-def _bilinear_nd(factors: Sequence[int]) -> np.ndarray:
-    taps = [ops.bilinear_filter(f) for f in factors]
-    kernel = taps[0]
-    for t in taps[1:]:
-        kernel = np.multiply.outer(kernel, t)
-    return kernel
 
 
 def bilinear_init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:
@@ -78,7 +71,7 @@ def bilinear_init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float
             f"13, 16, ...); got kernel shape {tuple(shape)}."
         )
     kernel = np.zeros((*window, c_in, c_out), np.float64)
-    kernel[..., np.arange(c_in), np.arange(c_in)] = _bilinear_nd(factors)[..., None]
+    kernel[..., np.arange(c_in), np.arange(c_in)] = bilinear_window(factors)[..., None]
     return jnp.asarray(kernel, dtype)
 
 
@@ -198,7 +191,7 @@ class Upsample(nn.Module):
             return x
         if self.method == "transposed":
             # Every channel gets the same filter: fold channels into the batch, 1 -> 1 kernel.
-            kernel = jnp.asarray(_bilinear_nd(factors)[..., None, None], x.dtype)
+            kernel = jnp.asarray(bilinear_window(factors)[..., None, None], x.dtype)
             batch, *spatial, c = x.shape
             y = jnp.moveaxis(x, -1, 1).reshape(batch * c, *spatial, 1)
             y = ops.conv_transpose(y, kernel, factors, "SAME")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,6 +29,19 @@ def bilinear_filter(factor: int) -> np.ndarray:
     size = 2 * factor - factor % 2
     centre = factor - 1 if size % 2 else factor - 0.5
     return 1 - np.abs(np.arange(size) - centre) / factor
+
+
+def bilinear_window(factors: Sequence[int]) -> np.ndarray:
+    """The N-d bilinear window: the outer product of one :func:`bilinear_filter` per factor.
+
+    >>> bilinear_window((2, 1)).shape
+    (4, 1)
+    """
+    taps = [bilinear_filter(f) for f in factors]
+    window = taps[0]
+    for t in taps[1:]:
+        window = np.multiply.outer(window, t)
+    return window
 
 
 def bilinear_kernel(factor: int, channels: int, dtype: DTypeLike = jnp.float32) -> Array:
@@ -93,11 +108,7 @@ def upsample_bilinear(x: ArrayLike, factor: IntOrSeq, *, method: str = "auto") -
     factors = _per_dim("factor", factor, n, 1)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
-    taps = [bilinear_filter(f) for f in factors]
-    kernel = taps[0]
-    for t in taps[1:]:
-        kernel = np.multiply.outer(kernel, t)
-    kernel = jnp.asarray(kernel[..., None, None], x.dtype)  # (*window, 1, 1)
+    kernel = jnp.asarray(bilinear_window(factors)[..., None, None], x.dtype)  # (*window, 1, 1)
     # Every channel uses the same filter: fold channels into the batch, one 1->1 kernel.
     batch, *spatial, channels = x.shape
     y = jnp.moveaxis(x, -1, 1).reshape(batch * channels, *spatial, 1)
