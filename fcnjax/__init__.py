@@ -1,6 +1,6 @@
 """fcnjax: segmentation and generation with transposed convolutions in JAX."""
 
-from fcnjax import layers, models, ops, weights
+from fcnjax import data, layers, models, ops, weights
 
 __version__ = "0.1.0"
-__all__ = ["layers", "models", "ops", "weights"]
+__all__ = ["data", "layers", "models", "ops", "weights"]

@@ -1,0 +1,392 @@
+"""What every source shares: the example format, errors, image and mask decoding, checks.
+
+An *example* is a dict of NumPy arrays:
+
+- ``'image'``: ``uint8[H, W, C]`` (C = 3, or 1 for greyscale sources such as MNIST);
+- ``'mask'``: ``uint8[H, W]`` class indices in ``[0, num_classes)`` or ``IGNORE_LABEL``;
+  absent for image-only sources (MNIST, NumPy images alone);
+- ``'label'``: ``int32[]`` image-level class, for classification sources (MNIST).
+
+A *source* is random access (``len(source)``, ``source[i]``), which is what
+``grain.MapDataset.source`` takes. ``source[i]`` decodes example ``i`` and checks it
+(:func:`check_example`), raising :class:`DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IGNORE_LABEL = 255
+"""The one label for void, borders, crowds and padding: every loss and metric skips it."""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")
+
+log = logging.getLogger("fcnjax.data")
+
+Example = dict[str, np.ndarray]
+
+
+class DataError(ValueError):
+    """A dataset problem: missing or unpaired files, unreadable images, bad labels or shapes.
+
+    The message names the file (or record) and what was expected.
+    """
+
+
+class Source:
+    """Base class of the random-access sources.
+
+    Subclasses set ``num_classes`` (``None`` for image-only sources), ``class_names``,
+    ``has_masks`` and ``has_labels`` and implement ``__len__``, :meth:`load` and
+    :meth:`describe`. ``source[i]`` is ``load(i)`` followed by :func:`check_example`.
+    """
+
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    has_masks: bool = True
+    has_labels: bool = False
+    #: Whether :func:`verify` reads every example by default (False for generated data).
+    verify_by_default: bool = True
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Example:
+        """Decodes example ``index`` (unchecked)."""
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """Where example ``index`` comes from (a file path, a record), for messages."""
+        return f"{type(self).__name__}[{index}]"
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The mask of example ``index`` alone (sources override it to skip the image)."""
+        return self.load(index)["mask"]
+
+    def __getitem__(self, index: int) -> Example:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a source of {len(self)} examples")
+        where = self.describe(index)
+        try:
+            example = self.load(index)
+        except DataError as e:
+            if where in str(e) or any(str(p) in str(e) for p in _paths(where)):
+                raise
+            raise DataError(f"{where}: {e}") from e
+        except (OSError, ValueError, SyntaxError, KeyError) as e:
+            raise DataError(f"{where}: cannot read the example ({e}).") from e
+        check_example(example, self.num_classes, where, self.has_masks)
+        return example
+
+
+def _paths(where: str) -> list[str]:
+    # "a.jpg (mask b.png)" -> ["a.jpg", "b.png"]: a message naming either names the example.
+    return [w.strip("()") for w in where.replace("(mask ", " ").split() if os.sep in w]
+
+
+def check_example(
+    example: Example, num_classes: int | None, where: str, has_masks: bool = True
+) -> None:
+    """Raises :class:`DataError` (naming ``where``) unless ``example`` is well formed.
+
+    >>> ok = {'image': np.zeros((2, 3, 3), np.uint8), 'mask': np.array([[0, 1, 255]] * 2, np.uint8)}
+    >>> check_example(ok, 2, 'a.png')
+    >>> check_example(dict(ok, mask=ok['mask'][:1]), 2, 'a.png')
+    Traceback (most recent call last):
+    ...
+    fcnjax.data.core.DataError: a.png: the mask is 1x3 but the image is 2x3; masks must have \
+the image's height and width.
+    """
+    image = example["image"]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise DataError(
+            f"{where}: expected a uint8 image of shape (H, W, 1 or 3); "
+            f"got {image.dtype} {image.shape}."
+        )
+    if not has_masks:
+        return
+    mask = example.get("mask")
+    if mask is None or mask.ndim != 2:
+        raise DataError(
+            f"{where}: expected a 2-D mask; got {None if mask is None else mask.shape}."
+        )
+    if mask.shape != image.shape[:2]:
+        raise DataError(
+            f"{where}: the mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
+            f"{image.shape[0]}x{image.shape[1]}; masks must have the image's height and width."
+        )
+    if num_classes is not None:
+        bad = bad_labels(mask, num_classes)
+        if bad.size:
+            raise DataError(
+                f"{where}: mask labels {bad.tolist()} are >= num_classes={num_classes} and are not "
+                f"the ignore label {IGNORE_LABEL}."
+            )
+
+
+def bad_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """The distinct labels of ``mask`` that are neither a class nor ``IGNORE_LABEL``."""
+    counts = np.bincount(mask.ravel(), minlength=256)
+    labels = np.flatnonzero(counts)
+    return labels[(labels >= num_classes) & (labels != IGNORE_LABEL)]
+
+
+# --------------------------------------------------------------------------------------
+# Decoding.
+
+
+def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """Decodes an image file to ``uint8[H, W, channels]`` (RGB, or greyscale for 1).
+
+    Truncated or corrupt files raise :class:`DataError` naming the file.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = img.convert("RGB" if channels == 3 else "L")
+            array = np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the image ({e}).") from e
+    return array if channels == 3 else array[..., None]
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Decodes a class-index mask file to ``uint8[H, W]``.
+
+    Palette (``P``) PNGs give their palette indices (VOC), greyscale gives its values, and
+    RGB/RGBA masks give their **first channel**, as keras-segmentation reads them (its
+    masks store the class in every channel). 16/32-bit masks must hold values <= 255.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            array = np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the mask ({e}).") from e
+    if mode in ("RGB", "RGBA", "LA"):
+        array = array[..., 0]
+    elif mode not in ("P", "L", "1") and not mode.startswith("I"):
+        raise DataError(
+            f"{path}: a mask must be a palette, greyscale, integer or RGB image of class "
+            f"indices; got PIL mode {mode!r}."
+        )
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D mask; decoded shape {array.shape}.")
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DataError(
+                f"{path}: mask values must be in [0, 255]; got [{array.min()}, {array.max()}]."
+            )
+        array = array.astype(np.uint8)
+    return array
+
+
+def apply_label_map(mask: np.ndarray, label_map: dict[int, int] | None) -> np.ndarray:
+    """Relabels ``mask`` by ``label_map`` (e.g. ``{11: 255}`` for CamVid's void)."""
+    if not label_map:
+        return mask
+    lut = np.arange(256, dtype=np.uint8)
+    for src, dst in label_map.items():
+        lut[int(src)] = int(dst)
+    return lut[mask]
+
+
+def pair_by_stem(
+    images_dir: Path, masks_dir: Path, names: Sequence[str] | None = None, where: str = ""
+) -> list[tuple[Path, Path]]:
+    """Pairs ``images_dir/<stem>.<img ext>`` with ``masks_dir/<stem>.<mask ext>``.
+
+    Raises :class:`DataError` for a missing or empty directory, an image without a mask,
+    a mask without an image, or two files with one stem. ``names`` (stems) restricts the
+    pairing to a list, each of which must exist.
+    """
+    images = _index_dir(images_dir, IMAGE_EXTENSIONS, "images")
+    masks = _index_dir(masks_dir, MASK_EXTENSIONS, "masks")
+    if names is None:
+        lonely_images = sorted(set(images) - set(masks))
+        lonely_masks = sorted(set(masks) - set(images))
+        problems = []
+        if lonely_images:
+            problems.append(
+                f"{len(lonely_images)} image(s) in {images_dir} have no mask in {masks_dir}: "
+                + _some(images[s].name for s in lonely_images)
+            )
+        if lonely_masks:
+            problems.append(
+                f"{len(lonely_masks)} mask(s) in {masks_dir} have no image in {images_dir}: "
+                + _some(masks[s].name for s in lonely_masks)
+            )
+        if problems:
+            raise DataError("; ".join(problems) + ".")
+        names = sorted(images)
+    else:
+        missing = [n for n in names if n not in images or n not in masks]
+        if missing:
+            raise DataError(
+                f"{where or 'the list'}: {len(missing)} listed name(s) lack an image in "
+                f"{images_dir} or a mask in {masks_dir}: {_some(missing)}."
+            )
+    return [(images[n], masks[n]) for n in names]
+
+
+def read_list_file(path: Path) -> list[str]:
+    """Stems listed one per line (blank lines and ``#`` comments skipped; extensions dropped)."""
+    if not path.is_file():
+        raise DataError(f"{path}: the list file does not exist.")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(Path(line.split()[0]).stem)
+    if not names:
+        raise DataError(f"{path}: the list file names no examples.")
+    return names
+
+
+def _index_dir(directory: Path, extensions: Sequence[str], what: str) -> dict[str, Path]:
+    if not directory.is_dir():
+        raise DataError(f"{directory}: the {what} directory does not exist.")
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix.lower() not in extensions or not path.is_file():
+            continue
+        if path.stem in found:
+            raise DataError(
+                f"{directory}: two {what} files share the stem {path.stem!r} "
+                f"({found[path.stem].name}, {path.name}); pairing by stem needs one."
+            )
+        found[path.stem] = path
+    if not found:
+        raise DataError(
+            f"{directory}: the {what} directory has no files with extension {'/'.join(extensions)}."
+        )
+    return found
+
+
+def _some(items, limit: int = 5) -> str:
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def resolve(root: str | os.PathLike | None, path: str | os.PathLike) -> Path:
+    """``path`` if absolute (or no root), else ``root/path``; ``~`` expanded."""
+    path = Path(os.path.expanduser(str(path)))
+    if root is None or path.is_absolute():
+        return path
+    return Path(os.path.expanduser(str(root))) / path
+
+
+# --------------------------------------------------------------------------------------
+# verify.
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One bad example found by :func:`verify` or skipped while loading."""
+
+    index: int
+    where: str
+    message: str
+
+
+class Subset(Source):
+    """``source`` restricted to ``indices`` (what :func:`verify` returns after skipping)."""
+
+    def __init__(self, source: Source, indices: Sequence[int], skipped: Sequence[Problem] = ()):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.skipped = tuple(skipped)
+        self.num_classes = source.num_classes
+        self.class_names = source.class_names
+        self.has_masks = source.has_masks
+        self.has_labels = source.has_labels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, index: int) -> Example:
+        return self.source.load(int(self.indices[index]))
+
+    def load_mask(self, index: int) -> np.ndarray:
+        return self.source.load_mask(int(self.indices[index]))
+
+    def describe(self, index: int) -> str:
+        return self.source.describe(int(self.indices[index]))
+
+
+def verify(source: Source, on_error: str = "raise", workers: int | None = None) -> Source:
+    """Reads and checks every example before training, like keras-segmentation's
+    ``verify_dataset``.
+
+    Args:
+      source: any :class:`Source`.
+      on_error: ``"raise"``: one :class:`DataError` listing every bad example (file and
+        problem); ``"skip"``: log them and return a :class:`Subset` without them (its
+        ``skipped`` attribute lists each :class:`Problem`).
+      workers: decoding threads (default: CPU count, at most 8).
+
+    Returns:
+      ``source`` itself when every example is good, else the :class:`Subset`.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
+    if len(source) == 0:
+        raise DataError(f"{type(source).__name__}: the source has no examples.")
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def check(i: int) -> Problem | None:
+        try:
+            source[i]
+        except DataError as e:
+            return Problem(i, source.describe(i), str(e))
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        problems = [p for p in pool.map(check, range(len(source))) if p is not None]
+    if not problems:
+        return source
+    if on_error == "raise":
+        raise DataError(
+            f"{len(problems)} of {len(source)} examples are bad (pass on_error='skip' to "
+            "train without them):\n" + "\n".join(f"  {p.message}" for p in problems)
+        )
+    log.warning(
+        "Skipping %d of %d examples:\n%s",
+        len(problems),
+        len(source),
+        "\n".join(f"  {p.message}" for p in problems),
+    )
+    bad = {p.index for p in problems}
+    keep = [i for i in range(len(source)) if i not in bad]
+    if not keep:
+        raise DataError(f"every one of the {len(source)} examples is bad; first: {problems[0]}")
+    return Subset(source, keep, problems)
+
+
+def as_int_tuple(value: Any, name: str, length: int = 2) -> tuple[int, ...]:
+    """``7`` -> ``(7, 7)``; checks a positive int sequence of ``length``."""
+    if isinstance(value, int | np.integer):
+        value = (int(value),) * length
+    try:
+        out = tuple(int(v) for v in value)
+    except TypeError:
+        raise ValueError(f"`{name}` must be an int or {length} ints; got {value!r}.") from None
+    if len(out) != length or any(v <= 0 for v in out):
+        raise ValueError(f"`{name}` must be {length} positive ints; got {value!r}.")
+    return out

@@ -1,0 +1,496 @@
+"""Sources on small files written here in the real layouts and formats, and their errors."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcnjax import data
+from fcnjax.data import IGNORE_LABEL, DataError
+
+RNG = np.random.default_rng(0)
+
+
+def voc_palette() -> np.ndarray:
+    """PASCAL VOC's colour map (the bit-interleaving recipe of the devkit's labelcolormap.m)."""
+    palette = np.zeros((256, 3), np.uint8)
+    for i in range(256):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def write_image(path, h, w, fmt=None):
+    Image.fromarray(RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, format=fmt)
+
+
+def write_mask(path, mask, palette=False):
+    img = Image.fromarray(mask.astype(np.uint8), mode="L")
+    if palette:
+        img = img.convert("P")
+        img.putpalette(voc_palette().ravel().tolist())
+        img.putdata(mask.ravel().tolist())
+    img.save(path)
+
+
+def random_mask(h, w, num_classes, ignore_frac=0.1):
+    mask = RNG.integers(0, num_classes, (h, w)).astype(np.uint8)
+    mask[RNG.uniform(size=(h, w)) < ignore_frac] = IGNORE_LABEL
+    return mask
+
+
+def make_folder(tmp_path, n=4, num_classes=3, h=20, w=24):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    masks = {}
+    for i in range(n):
+        write_image(tmp_path / "images" / f"im{i}.jpg", h, w)
+        masks[f"im{i}"] = random_mask(h, w, num_classes)
+        write_mask(tmp_path / "masks" / f"im{i}.png", masks[f"im{i}"])
+    return masks
+
+
+# --------------------------------------------------------------------------------------
+# folder
+
+
+def test_folder_pairs_by_stem_and_reads_exact_masks(tmp_path):
+    masks = make_folder(tmp_path)
+    src = data.get_source({"name": "folder", "root": str(tmp_path), "num_classes": 3})
+    assert len(src) == 4
+    for i in range(4):
+        ex = src[i]
+        assert ex["image"].shape == (20, 24, 3) and ex["image"].dtype == np.uint8
+        np.testing.assert_array_equal(ex["mask"], masks[f"im{i}"])
+
+
+def test_folder_rgb_masks_take_the_first_channel(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    write_image(tmp_path / "images" / "a.png", 6, 7)
+    mask = random_mask(6, 7, 2, 0)
+    rgb = np.stack([mask, np.full_like(mask, 9), np.full_like(mask, 200)], -1)
+    Image.fromarray(rgb).save(tmp_path / "masks" / "a.bmp")
+    src = data.Folder(tmp_path, num_classes=2)
+    np.testing.assert_array_equal(src[0]["mask"], mask)
+
+
+def test_folder_list_file_orders_and_restricts(tmp_path):
+    masks = make_folder(tmp_path)
+    (tmp_path / "val.txt").write_text("im3\n# comment\n\nim1.jpg\n")
+    src = data.Folder(tmp_path, 3, list_file="val.txt")
+    assert len(src) == 2
+    np.testing.assert_array_equal(src[0]["mask"], masks["im3"])
+    (tmp_path / "bad.txt").write_text("im1\nnope\n")
+    with pytest.raises(DataError, match=r"bad.txt.*1 listed name.*nope"):
+        data.Folder(tmp_path, 3, list_file="bad.txt")
+
+
+def test_folder_split_subdirectory(tmp_path):
+    (tmp_path / "train").mkdir()
+    make_folder(tmp_path / "train", n=2)
+    assert len(data.Folder(tmp_path, 3, split="train")) == 2
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda p: (p / "masks" / "im1.png").unlink(),
+            r"1 image\(s\) in .*images have no mask.*im1.jpg",
+        ),
+        (
+            lambda p: (p / "images" / "im2.jpg").unlink(),
+            r"1 mask\(s\) in .*masks have no image.*im2.png",
+        ),
+        (
+            lambda p: write_image(p / "images" / "im0.png", 3, 3),
+            r"two images files share the stem 'im0'",
+        ),
+    ],
+)
+def test_folder_pairing_errors_name_the_files(tmp_path, damage, message):
+    make_folder(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(DataError, match=message):
+        data.Folder(tmp_path, num_classes=3)
+
+
+def test_folder_missing_and_empty_directories(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere.*images directory does not exist"):
+        data.Folder(tmp_path / "nowhere", 3)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"images directory has no files with extension"):
+        data.Folder(tmp_path, 3)
+    with pytest.raises(ValueError, match="needs `num_classes`"):
+        data.Folder(tmp_path)
+
+
+def test_verify_finds_every_bad_example_and_skip_reports_them(tmp_path, caplog):
+    make_folder(tmp_path, n=5)
+    write_mask(tmp_path / "masks" / "im0.png", np.zeros((19, 24)))  # wrong size
+    write_mask(tmp_path / "masks" / "im1.png", np.full((20, 24), 7))  # label >= num_classes
+    jpeg = (tmp_path / "images" / "im2.jpg").read_bytes()
+    (tmp_path / "images" / "im2.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # truncated
+    src = data.Folder(tmp_path, num_classes=3)
+    with pytest.raises(DataError) as info:
+        data.verify(src)
+    text = str(info.value)
+    assert "3 of 5 examples are bad" in text
+    assert "im0.jpg" in text and "mask is 19x24 but the image is 20x24" in text
+    assert "im1.jpg" in text and "labels [7] are >= num_classes=3" in text
+    assert "im2.jpg" in text and "cannot read the image" in text
+    with caplog.at_level(logging.WARNING, logger="fcnjax.data"):
+        good = data.get_source(
+            {"name": "folder", "root": str(tmp_path), "num_classes": 3, "on_error": "skip"}
+        )
+    assert len(good) == 2 and [p.index for p in good.skipped] == [0, 1, 2]
+    assert "Skipping 3 of 5 examples" in caplog.text and "im2.jpg" in caplog.text
+    assert {good.describe(i).split()[0].rsplit("/", 1)[1] for i in range(2)} == {
+        "im3.jpg",
+        "im4.jpg",
+    }
+    # verify=False defers the same errors to loading, still naming the file.
+    lazy = data.get_source(
+        {"name": "folder", "root": str(tmp_path), "num_classes": 3, "verify": False}
+    )
+    with pytest.raises(DataError, match=r"im1.jpg.*labels \[7\]"):
+        lazy[1]
+
+
+# --------------------------------------------------------------------------------------
+# voc
+
+
+def make_voc(tmp_path, sbd=True):
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True)
+    ids = [f"2007_00000{i}" for i in range(5)]
+    masks = {}
+    for i in ids:
+        write_image(root / "JPEGImages" / f"{i}.jpg", 12, 16)
+        masks[i] = random_mask(12, 16, 21)
+        write_mask(root / "SegmentationClass" / f"{i}.png", masks[i], palette=True)
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:3]) + "\n")
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids[3:]) + "\n")
+    (root / "ImageSets/Segmentation/trainval.txt").write_text("\n".join(ids) + "\n")
+    if sbd:
+        from scipy.io import savemat
+
+        ds = tmp_path / "SBD" / "dataset"
+        (ds / "img").mkdir(parents=True)
+        (ds / "cls").mkdir()
+        sbd_ids = [ids[0], ids[3], "2008_000001", "2008_000002"]  # overlaps VOC train and val
+        for i in sbd_ids:
+            write_image(ds / "img" / f"{i}.jpg", 10, 11)
+            masks[("sbd", i)] = RNG.integers(0, 21, (10, 11)).astype(np.uint8)
+            gt = {
+                "Segmentation": masks[("sbd", i)],
+                "Boundaries": np.zeros(1),
+                "CategoriesPresent": np.zeros(1),
+            }
+            savemat(ds / "cls" / f"{i}.mat", {"GTcls": gt})
+        (ds / "train.txt").write_text("\n".join(sbd_ids[:3]) + "\n")
+        (ds / "val.txt").write_text(sbd_ids[3] + "\n")
+    return root, ids, masks
+
+
+def test_voc_palette_pngs_give_class_indices(tmp_path):
+    root, ids, masks = make_voc(tmp_path)
+    src = data.get_source({"name": "voc", "root": str(tmp_path / "VOCdevkit"), "split": "train"})
+    assert len(src) == 3 and src.num_classes == 21 and src.class_names[15] == "person"
+    palette = voc_palette()
+    for k, i in enumerate(ids[:3]):
+        mask = src[k]["mask"]
+        np.testing.assert_array_equal(mask, masks[i])
+        # Independent path: the PNG as RGB colours, mapped back through the VOC colour map.
+        rgb = np.asarray(Image.open(root / "SegmentationClass" / f"{i}.png").convert("RGB"))
+        lookup = {tuple(c): j for j, c in enumerate(palette[:21])} | {tuple(palette[255]): 255}
+        np.testing.assert_array_equal(mask, [[lookup[tuple(p)] for p in row] for row in rgb])
+    assert len(data.VOC(root, "val")) == 2 and len(data.VOC(root, "trainval")) == 5
+
+
+def test_voc_sbd_and_train_aug(tmp_path):
+    root, ids, masks = make_voc(tmp_path)
+    sbd = data.VOC(root, "sbd_train")
+    assert len(sbd) == 3
+    np.testing.assert_array_equal(sbd[2]["mask"], masks[("sbd", "2008_000001")])
+    aug = data.VOC(root, "train_aug")
+    # VOC train (3) + SBD ids not in VOC val and not already there (2008_000001/2).
+    assert [p.stem for p, _, _ in aug.items] == sorted([*ids[:3], "2008_000001", "2008_000002"])
+    k = [p.stem for p, _, _ in aug.items].index(ids[0])
+    np.testing.assert_array_equal(aug[k]["mask"], masks[ids[0]])  # VOC's own mask wins
+    with pytest.raises(DataError, match="no SBD found"):
+        data.VOC(make_voc(tmp_path / "other", sbd=False)[0], "train_aug")
+
+
+def test_voc_errors(tmp_path):
+    with pytest.raises(DataError, match="not a VOC folder"):
+        data.VOC(tmp_path)
+    root, ids, _ = make_voc(tmp_path)
+    (root / "JPEGImages" / f"{ids[1]}.jpg").unlink()
+    with pytest.raises(DataError, match=rf"1 listed file\(s\) do not exist: .*{ids[1]}.jpg"):
+        data.VOC(root, "train")
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        data.VOC(root, "test")
+
+
+# --------------------------------------------------------------------------------------
+# camvid
+
+
+def test_camvid_layout_and_void(tmp_path):
+    for split in ("train", "val", "test"):
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+    mask = RNG.integers(0, 12, (9, 12)).astype(np.uint8)  # 11 = void
+    write_image(tmp_path / "train" / "0001TP_006690.png", 9, 12)
+    write_mask(tmp_path / "trainannot" / "0001TP_006690.png", mask)
+    src = data.get_source({"name": "camvid", "root": str(tmp_path), "split": "train"})
+    assert src.num_classes == 11 and src.class_names[-1] == "bicyclist"
+    np.testing.assert_array_equal(src[0]["mask"], np.where(mask == 11, IGNORE_LABEL, mask))
+    write_mask(tmp_path / "trainannot" / "0001TP_006690.png", np.full((9, 12), 12))
+    with pytest.raises(DataError, match=r"0001TP_006690.png.*labels \[12\]"):
+        data.CamVid(tmp_path)[0]
+    with pytest.raises(DataError, match="no files with extension"):
+        data.CamVid(tmp_path, "val")
+
+
+# --------------------------------------------------------------------------------------
+# coco
+
+
+def make_coco(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "annotations").mkdir()
+    h, w = 30, 40
+    blob = np.zeros((h, w), np.uint8, order="F")
+    blob[5:15, 20:35] = 1
+    compressed = mask_utils.encode(np.asfortranarray(blob))
+    images = [{"id": k, "file_name": f"{k:012d}.jpg", "height": h, "width": w} for k in (1, 2, 3)]
+    for im in images:
+        write_image(tmp_path / "val2017" / im["file_name"], h, w)
+    anns = [
+        # image 1: a dog polygon and a small cat polygon on it; a person (not chosen).
+        {"id": 1, "image_id": 1, "category_id": 18, "iscrowd": 0, "area": 300.0,
+         "segmentation": [[2, 2, 30, 2, 30, 25, 2, 25]]},
+        {"id": 2, "image_id": 1, "category_id": 17, "iscrowd": 0, "area": 40.0,
+         "segmentation": [[10, 10, 18, 10, 14, 18]]},
+        {"id": 3, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 50.0,
+         "segmentation": [[35, 20, 39, 20, 39, 29, 35, 29]]},
+        # image 2: a crowd of cats as uncompressed RLE, and a compressed-RLE dog.
+        {"id": 4, "image_id": 2, "category_id": 17, "iscrowd": 1, "area": 100.0,
+         "segmentation": {"size": [h, w], "counts": [45, 10, 50, 10, w * h - 115]}},
+        {"id": 5, "image_id": 2, "category_id": 18, "iscrowd": 0, "area": 150.0,
+         "segmentation": {"size": [h, w], "counts": compressed["counts"].decode()}},
+        # image 3: only a person.
+        {"id": 6, "image_id": 3, "category_id": 1, "iscrowd": 0, "area": 50.0,
+         "segmentation": [[1, 1, 9, 1, 9, 9]]},
+    ]  # fmt: skip
+    cats = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 18, "name": "dog"}]
+    info = {"images": images, "annotations": anns, "categories": cats}
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(info))
+    return anns, blob
+
+
+def test_coco_semantic_masks_match_pycocotools(tmp_path, monkeypatch):
+    from pycocotools.coco import COCO as PyCOCO
+
+    anns, blob = make_coco(tmp_path)
+    src = data.get_source({"name": "coco", "root": str(tmp_path), "split": "val2017"})
+    assert len(src) == 2 and src.class_names == ("background", "cat", "dog")
+    # Oracle: pycocotools' annToMask, painted largest first, crowds ignored.
+    coco = PyCOCO(str(tmp_path / "annotations" / "instances_val2017.json"))
+    for k, image_id in enumerate((1, 2)):
+        expected = np.zeros((30, 40), np.uint8)
+        chosen = [a for a in anns if a["image_id"] == image_id and a["category_id"] in (17, 18)]
+        for a in sorted(chosen, key=lambda a: -a["area"]):
+            value = IGNORE_LABEL if a["iscrowd"] else {17: 1, 18: 2}[a["category_id"]]
+            expected[coco.annToMask(a) > 0] = value
+        np.testing.assert_array_equal(src[k]["mask"], expected)
+    assert (src[0]["mask"] == 1).any() and (src[1]["mask"] == IGNORE_LABEL).sum() == 20
+    # The built-in decoder without pycocotools: RLEs exact, polygons up to boundary pixels.
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pycocotools(name, *args, **kwargs):
+        if name.startswith("pycocotools"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycocotools)
+    fallback = data.COCO(tmp_path, "val2017")
+    np.testing.assert_array_equal(fallback[1]["mask"], src[1]["mask"])
+    np.testing.assert_array_equal(
+        data.annotation_to_mask(anns[4]["segmentation"], 30, 40), blob > 0
+    )
+    differ = fallback[0]["mask"] != src[0]["mask"]
+    assert differ.mean() < 0.1, differ.mean()
+
+
+def test_coco_errors(tmp_path):
+    make_coco(tmp_path)
+    with pytest.raises(ValueError, match=r"\['horse'\] not in instances_val2017.json.*'cat'"):
+        data.COCO(tmp_path, "val2017", categories=("cat", "horse"))
+    with pytest.raises(
+        DataError, match="instances_train2017.json: the COCO annotation file does not exist"
+    ):
+        data.COCO(tmp_path, "train2017")
+    assert len(data.COCO(tmp_path, "val2017", categories=("person",))) == 2
+    assert len(data.COCO(tmp_path, "val2017", only_with_categories=False)) == 3
+
+
+# --------------------------------------------------------------------------------------
+# numpy
+
+
+def test_numpy_one_hot_masks_like_the_seed(tmp_path):
+    images = RNG.uniform(0, 1, (5, 8, 8, 3)).astype(np.float32)
+    index = RNG.integers(0, 2, (5, 8, 8))
+    one_hot = np.eye(2, dtype=np.float32)[index]
+    one_hot[0, 0, 0] = 0  # a pixel with no class: ignored
+    np.save(tmp_path / "seg_images.npy", images)
+    np.save(tmp_path / "seg_training.npy", one_hot)
+    src = data.get_source(
+        {
+            "name": "numpy",
+            "root": str(tmp_path),
+            "images": "seg_images.npy",
+            "masks": "seg_training.npy",
+        }
+    )
+    assert src.num_classes == 2 and len(src) == 5
+    expected = index.astype(np.uint8)
+    expected[0, 0, 0] = IGNORE_LABEL
+    for i in range(5):
+        np.testing.assert_array_equal(src[i]["mask"], expected[i])
+        np.testing.assert_array_equal(src[i]["image"], np.rint(images[i] * 255).astype(np.uint8))
+
+
+def test_numpy_npz_index_masks_labels_and_image_only(tmp_path):
+    images = RNG.integers(0, 256, (4, 6, 6), dtype=np.uint8)
+    masks = RNG.integers(0, 3, (4, 6, 6)).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x_train=images, y_train=masks)
+    src = data.NumpyArrays("d.npz", "d.npz", num_classes=3, root=tmp_path)
+    assert src[2]["image"].shape == (6, 6, 1)
+    np.testing.assert_array_equal(src[2]["mask"], masks[2])
+    alone = data.NumpyArrays(images, labels=np.arange(4))
+    assert not alone.has_masks and "mask" not in alone[1] and int(alone[1]["label"]) == 1
+
+
+def test_numpy_errors(tmp_path):
+    np.save(tmp_path / "flat.npy", np.zeros((4, 5)))
+    with pytest.raises(DataError, match=r"flat.npy: images must be .* got shape \(4, 5\)"):
+        data.NumpyArrays(tmp_path / "flat.npy")
+    with pytest.raises(DataError, match="missing.npy: the NumPy file does not exist"):
+        data.NumpyArrays(tmp_path / "missing.npy")
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    with pytest.raises(DataError, match="has 2 masks for the 3 images"):
+        data.NumpyArrays(images, np.zeros((2, 4, 4), np.uint8), num_classes=2)
+    with pytest.raises(DataError, match=r"masks must be class indices .* got shape \(3, 4\)"):
+        data.NumpyArrays(images, np.zeros((3, 4), np.uint8), num_classes=2)
+    double = np.ones((3, 4, 4, 2), np.uint8)
+    with pytest.raises(DataError, match=r"\[0\].*more than one class set"):
+        data.NumpyArrays(images, double)[0]
+    np.savez(tmp_path / "two.npz", a=images, b=images)
+    with pytest.raises(DataError, match=r"holds arrays \['a', 'b'\]"):
+        data.NumpyArrays(tmp_path / "two.npz")
+
+
+# --------------------------------------------------------------------------------------
+# tfds (mocked: no download here)
+
+
+def test_tfds_mnist_digit_filter():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        src = data.get_source({"name": "tfds", "dataset": "mnist", "digits": (1, 5, 6)})
+        raw = tfds.data_source("mnist", split="train")
+        labels = [int(raw[i]["label"]) for i in range(len(raw))]
+        expected = [i for i, label in enumerate(labels) if label in (1, 5, 6)]
+        assert len(src) == len(expected) > 0
+        for k, i in enumerate(expected):
+            ex = src[k]
+            assert int(ex["label"]) == labels[i] and ex["image"].shape == (28, 28, 1)
+            np.testing.assert_array_equal(ex["image"], raw[i]["image"])
+        assert not src.has_masks and src.has_labels
+
+
+def test_tfds_oxford_pet_trimap():
+    import tensorflow_datasets as tfds
+
+    trimaps = [RNG.integers(1, 4, (10, 14, 1)).astype(np.uint8) for _ in range(3)]
+
+    def as_data_source(self, split, **kwargs):
+        return [
+            {"image": np.zeros((10, 14, 3), np.uint8), "segmentation_mask": t, "label": 0,
+             "species": 0, "file_name": "x", "head_bbox": np.zeros(4, np.float32)}
+            for t in trimaps
+        ]  # fmt: skip
+
+    with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+        three = data.TFDS("oxford_iiit_pet", "train")
+        two = data.TFDS("oxford_iiit_pet", "train", pet_classes=2)
+        for i, t in enumerate(trimaps):
+            t = t[..., 0]
+            np.testing.assert_array_equal(three[i]["mask"], np.choose(t - 1, [1, 0, 2]))
+            np.testing.assert_array_equal(two[i]["mask"], np.choose(t - 1, [1, 0, IGNORE_LABEL]))
+    # TFDS's random mock has masks of another size than the images: verify says so.
+    with tfds.testing.mock_data(num_examples=2):
+        with pytest.raises(DataError, match=r"tfds oxford_iiit_pet\[train\] record 0: "):
+            data.get_source({"name": "tfds", "dataset": "oxford_iiit_pet"})
+
+
+def test_tfds_errors(tmp_path):
+    with pytest.raises(DataError, match="no segmentation masks; use the `voc` source"):
+        data.TFDS("voc/2012")
+    with pytest.raises(DataError, match=r"'mnist' .* is not prepared in .*nothing"):
+        data.TFDS("mnist", data_dir=tmp_path / "nothing", download=False)
+
+
+def test_get_source_rejects_unknown_names_and_keys():
+    with pytest.raises(ValueError, match=r"`data.name` must be one of .*'shapes'"):
+        data.get_source({"name": "imagenet"})
+    with pytest.raises(ValueError, match=r"does not take \['colour'\]; it takes .*'size'"):
+        data.get_source({"name": "shapes", "colour": "red"})
+
+
+def test_data_cli_verifies_and_prints_class_weights(tmp_path, capsys):
+    from fcnjax.data.__main__ import main
+
+    masks = make_folder(tmp_path, n=3)
+    assert main([f"root={tmp_path}", "name=folder", "num_classes=3", "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "folder: 3 examples verified" in out and "3 classes: 0, 1, 2" in out
+    all_masks = np.stack(list(masks.values()))
+    assert f"| 1 | {(all_masks == 1).sum()} |" in out
+    assert f"| (ignored, 255) | {(all_masks == IGNORE_LABEL).sum()} |" in out
+    write_mask(tmp_path / "masks" / "im1.png", np.full((20, 24), 5))
+    assert main([f"root={tmp_path}", "name=folder", "num_classes=3"]) == 1
+    assert "im1.jpg" in capsys.readouterr().err
+    assert main([f"root={tmp_path}", "name=folder", "num_classes=3", "--on-error=skip"]) == 0
+    assert "2 examples verified (1 skipped)" in capsys.readouterr().out
+
+
+def test_get_source_takes_a_config_dict():
+    import ml_collections
+
+    config = ml_collections.ConfigDict(
+        {"name": "shapes", "root": None, "size": [16, 24], "num_examples": 5}
+    )
+    src = data.get_source(config)
+    assert len(src) == 5 and src[0]["image"].shape == (16, 24, 3)
