@@ -142,8 +142,11 @@ def test_train_loader_epochs_shuffle_and_determinism():
     assert epoch1 != epoch2 and epoch1 != list(range(12))  # shuffled, afresh each epoch
     assert [ids(b) for b in loader] == batches  # same seed, same batches
     assert sum(map(ids, data.train_loader(src, 4, PLAIN, seed=4, num_epochs=1)), []) != epoch1
-    # The remainder is dropped: 12 examples in batches of 5 give 2 batches per epoch.
-    assert len(list(data.train_loader(src, 5, PLAIN, num_epochs=1))) == 2
+    # Each epoch drops its own remainder: 12 examples in batches of 5, 2 batches per epoch.
+    fives = [ids(b) for b in data.train_loader(src, 5, PLAIN, num_epochs=3)]
+    assert len(fives) == 3 * data.steps_per_epoch(src, 5) == 6
+    for e in range(3):
+        assert len(set(fives[2 * e] + fives[2 * e + 1])) == 10  # no repeats within an epoch
     b = next(iter(data.train_loader(src, 4, PLAIN)))
     assert b["image"].dtype == np.float32 and b["mask"].dtype == np.int32
     assert b["mask"].shape == (4, 6, 5)
@@ -211,6 +214,9 @@ def test_eval_loader_keeps_every_example_exactly_once(count):
 
 
 def test_eval_loader_counts_a_bad_example_as_padding_when_skipping():
+    first_bad = list(data.eval_loader(Indexed(3, bad={0}), 2, data.EvalTransform(size=(6, 5)),
+                                      on_error="skip"))  # fmt: skip
+    assert np.concatenate([b["valid"] for b in first_bad]).tolist() == [0, 1, 1, 0]
     src = Indexed(5, bad={1})
     t = data.EvalTransform(size=(6, 5), mode="none", normalization="none")
     with pytest.raises(Exception, match=r"item1.png: mask labels \[9\]"):
@@ -348,3 +354,26 @@ def test_loader_iterators_resume_from_a_checkpointed_state():
     resumed = iter(loader)
     resumed.set_state(state)
     assert [ids(next(resumed)) for _ in range(3)] == expected
+
+
+def test_memory_mapped_numpy_sources_reopen_in_workers(tmp_path):
+    import pickle
+
+    import cloudpickle
+
+    images = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    masks = np.random.default_rng(1).integers(0, 3, (40, 16, 16)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    np.save(tmp_path / "y.npy", masks)
+    src = data.NumpyArrays(tmp_path / "x.npy", tmp_path / "y.npy", num_classes=3)
+    blob = cloudpickle.dumps(src)
+    assert len(blob) < images.nbytes // 10  # file names travel, not the arrays
+    copy = pickle.loads(blob)
+    for i in (0, 39):
+        np.testing.assert_array_equal(copy[i]["image"], images[i])
+        np.testing.assert_array_equal(copy[i]["mask"], masks[i])
+    t = data.TrainTransform(size=(8, 8))
+    inline = list(data.train_loader(src, 8, t, num_epochs=1))
+    workers = list(data.train_loader(src, 8, t, num_epochs=1, workers=1))
+    for a, b in zip(inline, workers, strict=True):
+        np.testing.assert_array_equal(a["mask"], b["mask"])

@@ -71,20 +71,42 @@ def test_folder_pairs_by_stem_and_reads_exact_masks(tmp_path):
         np.testing.assert_array_equal(ex["mask"], masks[f"im{i}"])
 
 
-def test_folder_rgb_masks_take_the_first_channel(tmp_path):
+def test_folder_rgb_masks_read_like_keras_segmentation(tmp_path, caplog):
+    # keras-segmentation: cv2.imread (BGR) then [:, :, 0], i.e. the blue channel.
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     write_image(tmp_path / "images" / "a.png", 6, 7)
+    write_image(tmp_path / "images" / "b.png", 6, 7)
     mask = random_mask(6, 7, 2, 0)
-    rgb = np.stack([mask, np.full_like(mask, 9), np.full_like(mask, 200)], -1)
-    Image.fromarray(rgb).save(tmp_path / "masks" / "a.bmp")
+    Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "masks" / "a.png")
+    rgb = np.stack([np.full_like(mask, 9), np.full_like(mask, 200), mask], -1)
+    Image.fromarray(rgb).save(tmp_path / "masks" / "b.bmp")
     src = data.Folder(tmp_path, num_classes=2)
-    np.testing.assert_array_equal(src[0]["mask"], mask)
+    with caplog.at_level(logging.WARNING, logger="fcnjax.data"):
+        np.testing.assert_array_equal(src[0]["mask"], mask)
+        assert not caplog.text
+        np.testing.assert_array_equal(src[1]["mask"], mask)
+    assert "b.bmp: the mask's channels differ" in caplog.text
+
+
+def test_high_bit_depth_images_and_bad_label_maps_are_refused(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "images" / "a.png")
+    write_mask(tmp_path / "masks" / "a.png", np.zeros((4, 5)))
+    with pytest.raises(DataError, match=r"a.png: a 'I;16' .* would be clipped to 8 bits"):
+        data.Folder(tmp_path, num_classes=2)[0]
+    with pytest.raises(ValueError, match=r"`label_map` entries must map \[0, 255\]"):
+        data.Folder(tmp_path, num_classes=2, label_map={300: 0})
 
 
 def test_folder_list_file_orders_and_restricts(tmp_path):
     masks = make_folder(tmp_path)
     (tmp_path / "val.txt").write_text("im3\n# comment\n\nim1.jpg\n")
+    write_image(tmp_path / "images" / "scan.v2.jpg", 20, 24)
+    write_mask(tmp_path / "masks" / "scan.v2.png", masks["im0"])
+    (tmp_path / "dotted.txt").write_text("scan.v2\n")
+    assert data.Folder(tmp_path, 3, list_file="dotted.txt").pairs[0][0].name == "scan.v2.jpg"
     src = data.Folder(tmp_path, 3, list_file="val.txt")
     assert len(src) == 2
     np.testing.assert_array_equal(src[0]["mask"], masks["im3"])
@@ -343,6 +365,11 @@ def test_coco_semantic_masks_match_pycocotools(tmp_path, monkeypatch):
 
 def test_coco_errors(tmp_path):
     make_coco(tmp_path)
+    assert not data.annotation_to_mask([[1, 2, 3, 4]], 5, 6).any()  # < 3 points: no area
+    with pytest.raises(ValueError, match=r"the RLE is \[3, 3\] but the image is \[5, 6\]"):
+        data.annotation_to_mask({"size": [3, 3], "counts": [9]}, 5, 6)
+    with pytest.raises(ValueError, match="must be polygons or an RLE"):
+        data.annotation_to_mask(None, 5, 6)
     with pytest.raises(ValueError, match=r"\['horse'\] not in instances_val2017.json.*'cat'"):
         data.COCO(tmp_path, "val2017", categories=("cat", "horse"))
     with pytest.raises(
@@ -387,6 +414,8 @@ def test_numpy_npz_index_masks_labels_and_image_only(tmp_path):
     src = data.NumpyArrays("d.npz", "d.npz", num_classes=3, root=tmp_path)
     assert src[2]["image"].shape == (6, 6, 1)
     np.testing.assert_array_equal(src[2]["mask"], masks[2])
+    keras_layout = data.NumpyArrays(images, masks[..., None], num_classes=3)
+    np.testing.assert_array_equal(keras_layout[1]["mask"], masks[1])
     alone = data.NumpyArrays(images, labels=np.arange(4))
     assert not alone.has_masks and "mask" not in alone[1] and int(alone[1]["label"]) == 1
 
@@ -405,6 +434,10 @@ def test_numpy_errors(tmp_path):
     double = np.ones((3, 4, 4, 2), np.uint8)
     with pytest.raises(DataError, match=r"\[0\].*more than one class set"):
         data.NumpyArrays(images, double)[0]
+    nan = np.zeros((2, 4, 4, 3), np.float32)
+    nan[1, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match=r"\[1\]: the image holds NaN"):
+        data.NumpyArrays(nan, value_range=1)[1]
     np.savez(tmp_path / "two.npz", a=images, b=images)
     with pytest.raises(DataError, match=r"holds arrays \['a', 'b'\]"):
         data.NumpyArrays(tmp_path / "two.npz")

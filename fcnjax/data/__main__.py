@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         names = source.class_names or tuple(str(c) for c in range(source.num_classes))
         print(f"{source.num_classes} classes: {', '.join(names)}")
     if args.stats:
+        if not source.has_masks:
+            print(f"error: {config['name']} has no masks to count classes of.", file=sys.stderr)
+            return 1
         counts = data.class_counts(source)
         weights = data.median_frequency_weights(counts)
         total = counts.pixels.sum() + counts.ignored

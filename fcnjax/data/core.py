@@ -83,8 +83,8 @@ class Source:
             if where in str(e) or any(str(p) in str(e) for p in _paths(where)):
                 raise
             raise DataError(f"{where}: {e}") from e
-        except (OSError, ValueError, SyntaxError, KeyError) as e:
-            raise DataError(f"{where}: cannot read the example ({e}).") from e
+        except Exception as e:  # noqa: BLE001 (any failure to decode is this example's)
+            raise DataError(f"{where}: cannot read the example ({type(e).__name__}: {e}).") from e
         check_example(example, self.num_classes, where, self.has_masks)
         return example
 
@@ -155,6 +155,12 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode == "F" or img.mode.startswith("I"):
+                raise DataError(
+                    f"{path}: a {img.mode!r} (16/32-bit or float) image would be clipped to "
+                    "8 bits; convert it to 8-bit RGB or greyscale, or load it with the numpy "
+                    "source."
+                )
             img = img.convert("RGB" if channels == 3 else "L")
             array = np.asarray(img)
     except (OSError, SyntaxError, ValueError) as e:
@@ -166,8 +172,11 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Decodes a class-index mask file to ``uint8[H, W]``.
 
     Palette (``P``) PNGs give their palette indices (VOC), greyscale gives its values, and
-    RGB/RGBA masks give their **first channel**, as keras-segmentation reads them (its
-    masks store the class in every channel). 16/32-bit masks must hold values <= 255.
+    3-channel masks give their **first channel as OpenCV stores it** (BGR order, so the
+    blue channel), exactly as keras-segmentation reads them; its masks store the class in
+    every channel. A mask whose channels differ (a colour-coded mask, not class indices) is
+    read the same way but logged as a warning naming the file. 16/32-bit masks must hold
+    values <= 255.
     """
     from PIL import Image
 
@@ -178,7 +187,16 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             array = np.asarray(img)
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read the mask ({e}).") from e
-    if mode in ("RGB", "RGBA", "LA"):
+    if mode in ("RGB", "RGBA"):
+        rgb = array[..., :3]
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            log.warning(
+                "%s: the mask's channels differ; taking OpenCV's first (blue) channel as "
+                "keras-segmentation does. Colour-coded masks need converting to class indices.",
+                path,
+            )
+        array = rgb[..., 2]
+    elif mode == "LA":
         array = array[..., 0]
     elif mode not in ("P", "L", "1") and not mode.startswith("I"):
         raise DataError(
@@ -201,9 +219,21 @@ def apply_label_map(mask: np.ndarray, label_map: dict[int, int] | None) -> np.nd
     if not label_map:
         return mask
     lut = np.arange(256, dtype=np.uint8)
-    for src, dst in label_map.items():
-        lut[int(src)] = int(dst)
+    for src, dst in check_label_map(label_map).items():
+        lut[src] = dst
     return lut[mask]
+
+
+def check_label_map(label_map: dict[int, int] | None) -> dict[int, int]:
+    """``label_map`` as ints in [0, 255], or ValueError naming the bad entry."""
+    out = {}
+    for src, dst in (label_map or {}).items():
+        if not (0 <= int(src) <= 255 and 0 <= int(dst) <= 255):
+            raise ValueError(
+                f"`label_map` entries must map [0, 255] to [0, 255]; got {src}: {dst}."
+            )
+        out[int(src)] = int(dst)
+    return out
 
 
 def pair_by_stem(
@@ -245,14 +275,19 @@ def pair_by_stem(
 
 
 def read_list_file(path: Path) -> list[str]:
-    """Stems listed one per line (blank lines and ``#`` comments skipped; extensions dropped)."""
+    """Stems listed one per line (blank lines and ``#`` comments skipped; a trailing image or
+    mask extension dropped, so ``scan.v2`` stays ``scan.v2``)."""
     if not path.is_file():
         raise DataError(f"{path}: the list file does not exist.")
     names = []
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            names.append(Path(line.split()[0]).stem)
+            name = line.split()[0]
+            suffix = Path(name).suffix.lower()
+            names.append(
+                name[: -len(suffix)] if suffix in IMAGE_EXTENSIONS + MASK_EXTENSIONS else name
+            )
     if not names:
         raise DataError(f"{path}: the list file names no examples.")
     return names

@@ -41,6 +41,19 @@ def _local_batch(batch_size: int, count: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class _EpochCut:
+    """Stream position -> source index, using the first ``per_epoch`` of each epoch's order."""
+
+    order: Any
+    epoch_size: int
+    per_epoch: int
+
+    def __call__(self, position: int) -> int:
+        epoch, offset = divmod(int(position), self.per_epoch)
+        return int(self.order[epoch * self.epoch_size + offset])
+
+
+@dataclasses.dataclass(frozen=True)
 class _Load:
     """source[i], or None (logged) for a bad example when skipping."""
 
@@ -134,8 +147,9 @@ def train_loader(
       batch_size: the **global** batch; each process yields ``batch_size // process_count``.
       transform: a :class:`~fcnjax.data.transforms.TrainTransform`.
       seed: seeds the shuffle (a new order each epoch) and the augmentation.
-      num_epochs: passes over the data (``None``: forever). The stream is cut to whole global
-        batches: the remainder of the last one is dropped.
+      num_epochs: passes over the data (``None``: forever). Each epoch is cut to whole
+        global batches (:func:`steps_per_epoch` of them): the examples left over at the end
+        of an epoch's order are dropped for that epoch (a different few each epoch).
       shuffle: shuffle the examples (else source order).
       workers: decoding processes (``grain`` ``mp_prefetch``; 0 decodes in this process).
       threads: reading threads per process.
@@ -156,16 +170,19 @@ def train_loader(
         raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
     if len(source) == 0:
         raise DataError(f"{type(source).__name__}: the source has no examples.")
-    if num_epochs is not None and len(source) * num_epochs < batch_size:
+    if len(source) < batch_size:
         raise ValueError(
-            f"{num_epochs} epoch(s) of {len(source)} examples do not fill one global batch of "
-            f"{batch_size}."
+            f"the source's {len(source)} examples do not fill one global batch of {batch_size}."
         )
-    stream = grain.MapDataset.range(len(source))
+    order = grain.MapDataset.range(len(source))
     if shuffle:
-        stream = stream.shuffle(seed=seed)
-    stream = stream.repeat(num_epochs)
-    stream = stream[: len(stream) // batch_size * batch_size]
+        order = order.shuffle(seed=seed)
+    order = order.repeat(num_epochs)
+    per_epoch = steps_per_epoch(source, batch_size) * batch_size
+    epochs = len(order) // len(source)
+    stream = grain.MapDataset.range(epochs * per_epoch).map(
+        _EpochCut(order, len(source), per_epoch)
+    )
     stream = stream.map(_Load(source, on_error)).random_map(_Augment(transform), seed=seed + 1)
     rows = grain.MapDataset.range(len(stream) // count).map(_Rows(stream, batch_size, local, index))
     read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch)
@@ -234,7 +251,16 @@ def eval_loader(
     if n == 0:
         raise DataError(f"{type(source).__name__}: the source has no examples.")
     steps = math.ceil(n / batch_size)
-    first = transform(source[0], source.describe(0))
+    first = None
+    for i in range(n):
+        try:
+            first = transform(source[i], source.describe(i))
+            break
+        except DataError:
+            if on_error == "raise":
+                raise
+    if first is None:
+        raise DataError(f"{type(source).__name__}: none of the {n} examples can be read.")
     placeholder = {k: np.zeros_like(v) for k, v in first.items()}
     if "mask" in placeholder:
         placeholder["mask"] = np.full_like(first["mask"], IGNORE_LABEL)
@@ -255,7 +281,10 @@ def global_batch(batch: Mapping[str, np.ndarray], sharding: jax.sharding.Shardin
 
     With ``sharding = NamedSharding(mesh, PartitionSpec('data'))`` over all devices, the
     result has the global batch on its leading axis, split across the mesh's ``'data'``
-    axis; each process contributes the rows :func:`train_loader` gave it.
+    axis; each process contributes the rows :func:`train_loader` gave it. The rows land in
+    process order when the mesh lists devices process by process, as ``jax.devices()``
+    does (``mesh_utils.create_device_mesh`` may reorder them on TPU pods: build the
+    ``'data'`` axis in ``jax.devices()`` order).
     """
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
@@ -263,5 +292,5 @@ def global_batch(batch: Mapping[str, np.ndarray], sharding: jax.sharding.Shardin
 
 
 def steps_per_epoch(source: Source, batch_size: int) -> int:
-    """Full global batches in one epoch (training drops the remainder)."""
+    """Global batches per epoch in :func:`train_loader` (each epoch drops its remainder)."""
     return len(source) // batch_size

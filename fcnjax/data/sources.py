@@ -7,6 +7,7 @@ for missing, unpaired, unreadable or inconsistent data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from fcnjax.data.core import (
     Example,
     Source,
     apply_label_map,
+    check_label_map,
     log,
     pair_by_stem,
     read_image,
@@ -97,7 +99,7 @@ class Folder(Source):
             names = read_list_file(list_path)
         self.pairs = pair_by_stem(images_dir, masks_dir, names, str(list_file))
         self.channels = channels
-        self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
+        self.label_map = check_label_map(label_map)
         if class_names is not None:
             if len(class_names) != self.num_classes:
                 raise ValueError(
@@ -357,7 +359,13 @@ class COCO(Source):
         h, w = int(info["height"]), int(info["width"])
         mask = np.zeros((h, w), np.uint8)
         for a in anns:
-            region = annotation_to_mask(a["segmentation"], h, w)
+            try:
+                region = annotation_to_mask(a.get("segmentation"), h, w)
+            except (ValueError, TypeError, IndexError) as e:
+                raise DataError(
+                    f"{self.annotation_file}: annotation id {a.get('id')} of image id "
+                    f"{info['id']}: {e}."
+                ) from e
             mask[region] = (
                 IGNORE_LABEL if a.get("iscrowd", 0) else self.cat_to_class[a["category_id"]]
             )
@@ -366,6 +374,19 @@ class COCO(Source):
 
 def annotation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (polygons, RLE or compressed RLE) as ``bool[H, W]``."""
+    if isinstance(segmentation, list):
+        if not all(isinstance(p, list) for p in segmentation):
+            raise ValueError("polygons must be lists of x, y coordinates")
+        # Fewer than 3 points cover no area; pycocotools would fail on them.
+        segmentation = [p for p in segmentation if len(p) >= 6]
+        if not segmentation:
+            return np.zeros((height, width), bool)
+    elif not isinstance(segmentation, dict) or "counts" not in segmentation:
+        raise ValueError(f"a segmentation must be polygons or an RLE; got {segmentation!r:.80}")
+    elif [int(v) for v in segmentation.get("size", (height, width))] != [height, width]:
+        raise ValueError(
+            f"the RLE is {segmentation['size']} but the image is {[height, width]} (height, width)"
+        )
     try:
         from pycocotools import mask as mask_utils
     except ImportError:
@@ -390,6 +411,8 @@ def annotation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray
     counts = segmentation["counts"]
     if isinstance(counts, str | bytes):
         counts = _decode_rle_string(counts if isinstance(counts, bytes) else counts.encode())
+    if sum(counts) != height * width:
+        raise ValueError(f"the RLE covers {sum(counts)} pixels, not {height} x {width}")
     flat = np.zeros(height * width, bool)
     pos, value = 0, False
     for run in counts:
@@ -425,9 +448,10 @@ class NumpyArrays(Source):
 
     Images are ``(N, H, W, C)`` or ``(N, H, W)`` (greyscale), uint8, or float with values
     in ``[0, 1]`` or ``[0, 255]`` (``value_range``; by default ``1`` when the array's
-    maximum is <= 1, else 255). Masks are class indices ``(N, H, W)`` or one-hot
-    ``(N, H, W, K)`` (seed 003's ``seg_training.npy``); a one-hot pixel with no class set
-    becomes ``IGNORE_LABEL``. Without masks the source is image-only (the autoencoder).
+    maximum is <= 1, else 255). Masks are class indices ``(N, H, W)`` or ``(N, H, W, 1)``,
+    or one-hot ``(N, H, W, K)`` with K >= 2 (seed 003's ``seg_training.npy``); a one-hot
+    pixel with no class set becomes ``IGNORE_LABEL``. Without masks the source is
+    image-only (the autoencoder).
 
     Args:
       images: a path (relative to ``root``) or an array.
@@ -484,6 +508,8 @@ class NumpyArrays(Source):
             self.masks, self.masks_name = _load_array(
                 masks, root, mask_key, ("masks", "y", "y_train")
             )
+            if self.masks.ndim == 4 and self.masks.shape[-1] == 1:
+                self.masks = self.masks[..., 0]  # (N, H, W, 1): class indices, Keras layout
             if self.masks.ndim == 4:
                 self.one_hot = True
                 k = self.masks.shape[-1]
@@ -518,6 +544,27 @@ class NumpyArrays(Source):
     def __len__(self) -> int:
         return len(self.images)
 
+    def __getstate__(self):
+        # Worker processes re-open memory-mapped .npy files instead of receiving copies.
+        state = dict(self.__dict__)
+        for name in ("images", "masks", "labels"):
+            array = state.get(name)
+            if isinstance(array, np.memmap) and array.filename:
+                root = array
+                while isinstance(root.base, np.ndarray):
+                    root = root.base
+                offset = root.offset + array.ctypes.data - root.ctypes.data
+                state[name] = _Reopen(
+                    array.filename, offset, array.dtype, array.shape, array.strides
+                )
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            if isinstance(value, _Reopen):
+                state[name] = value.open()
+        self.__dict__.update(state)
+
     def describe(self, index: int) -> str:
         return f"{self.images_name}[{index}]"
 
@@ -525,6 +572,8 @@ class NumpyArrays(Source):
         image = self.images[index]
         if image.dtype != np.uint8:
             image = np.asarray(image, np.float32) * self.scale
+            if not np.isfinite(image).all():
+                raise DataError(f"{self.describe(index)}: the image holds NaN or infinite values.")
             if image.size and (image.min() < -0.5 or image.max() > 255.5):
                 raise DataError(
                     f"{self.describe(index)}: float image values [{image.min():g}, "
@@ -555,6 +604,19 @@ class NumpyArrays(Source):
                 "one class set in the one-hot mask."
             )
         return np.where(total == 0, IGNORE_LABEL, mask.argmax(-1)).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reopen:
+    filename: str
+    offset: int
+    dtype: Any
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    def open(self) -> np.ndarray:
+        base = np.memmap(self.filename, np.uint8, "r", self.offset).view(self.dtype)
+        return np.lib.stride_tricks.as_strided(base, self.shape, self.strides, writeable=False)
 
 
 def _load_array(value: Any, root, key: str | None, keys: Sequence[str]) -> tuple[np.ndarray, str]:
