@@ -89,9 +89,6 @@ def get_source(config: Mapping[str, Any]) -> Source:
         if name == "tfds":
             accepted = sorted((set(accepted) - {"name"}) | {"dataset"})
         raise ValueError(f"data.name={name!r} does not take {unknown}; it takes {accepted}.")
-    for key in ("size",):
-        if key in config and isinstance(config[key], list):
-            config[key] = tuple(config[key])
     source = cls(**config)
     if do_verify if do_verify is not None else source.verify_by_default:
         source = verify(source, on_error=on_error)

@@ -126,19 +126,27 @@ the image's height and width.
             f"{image.shape[0]}x{image.shape[1]}; masks must have the image's height and width."
         )
     if num_classes is not None:
-        bad = bad_labels(mask, num_classes)
-        if bad.size:
-            raise DataError(
-                f"{where}: mask labels {bad.tolist()} are >= num_classes={num_classes} and are not "
-                f"the ignore label {IGNORE_LABEL}."
-            )
+        label_histogram(mask, num_classes, where)
 
 
-def bad_labels(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """The distinct labels of ``mask`` that are neither a class nor ``IGNORE_LABEL``."""
+def label_histogram(mask: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """``int64[256]`` pixel counts of each value of ``mask``; raises :class:`DataError`
+    naming ``where`` for a label that is neither a class nor ``IGNORE_LABEL``."""
     counts = np.bincount(mask.ravel(), minlength=256)
     labels = np.flatnonzero(counts)
-    return labels[(labels >= num_classes) & (labels != IGNORE_LABEL)]
+    bad = labels[(labels >= num_classes) & (labels != IGNORE_LABEL)]
+    if bad.size:
+        raise DataError(
+            f"{where}: mask labels {bad.tolist()} are >= num_classes={num_classes} and are not "
+            f"the ignore label {IGNORE_LABEL}."
+        )
+    return counts
+
+
+def check_on_error(on_error: str) -> None:
+    """ValueError unless ``on_error`` is ``"raise"`` or ``"skip"``."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
 
 
 # --------------------------------------------------------------------------------------
@@ -254,12 +262,12 @@ def pair_by_stem(
         if lonely_images:
             problems.append(
                 f"{len(lonely_images)} image(s) in {images_dir} have no mask in {masks_dir}: "
-                + _some(images[s].name for s in lonely_images)
+                + some(images[s].name for s in lonely_images)
             )
         if lonely_masks:
             problems.append(
                 f"{len(lonely_masks)} mask(s) in {masks_dir} have no image in {images_dir}: "
-                + _some(masks[s].name for s in lonely_masks)
+                + some(masks[s].name for s in lonely_masks)
             )
         if problems:
             raise DataError("; ".join(problems) + ".")
@@ -269,7 +277,7 @@ def pair_by_stem(
         if missing:
             raise DataError(
                 f"{where or 'the list'}: {len(missing)} listed name(s) lack an image in "
-                f"{images_dir} or a mask in {masks_dir}: {_some(missing)}."
+                f"{images_dir} or a mask in {masks_dir}: {some(missing)}."
             )
     return [(images[n], masks[n]) for n in names]
 
@@ -313,7 +321,8 @@ def _index_dir(directory: Path, extensions: Sequence[str], what: str) -> dict[st
     return found
 
 
-def _some(items, limit: int = 5) -> str:
+def some(items, limit: int = 5) -> str:
+    """The first ``limit`` items joined by commas, and how many more there are."""
     items = list(items)
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
@@ -379,8 +388,7 @@ def verify(source: Source, on_error: str = "raise", workers: int | None = None) 
     Returns:
       ``source`` itself when every example is good, else the :class:`Subset`.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
+    check_on_error(on_error)
     if len(source) == 0:
         raise DataError(f"{type(source).__name__}: the source has no examples.")
     workers = workers or min(8, os.cpu_count() or 1)

@@ -19,25 +19,31 @@ import grain
 import jax
 import numpy as np
 
-from fcnjax.data.core import IGNORE_LABEL, DataError, Example, Source, log
+from fcnjax.data.core import IGNORE_LABEL, DataError, Example, Source, check_on_error, log
 from fcnjax.data.transforms import EvalTransform, TrainTransform
 
 
-def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def _check_args(
+    source: Source,
+    batch_size: int,
+    on_error: str,
+    process_index: int | None,
+    process_count: int | None,
+) -> tuple[int, int, int]:
+    """Checks the arguments both loaders share; returns (process index, count, local batch)."""
     index = jax.process_index() if process_index is None else int(process_index)
     count = jax.process_count() if process_count is None else int(process_count)
     if not 0 <= index < count:
         raise ValueError(f"`process_index` must be in [0, {count}); got {index}.")
-    return index, count
-
-
-def _local_batch(batch_size: int, count: int) -> int:
     if batch_size <= 0 or batch_size % count:
         raise ValueError(
             f"`batch_size` (the global batch) must be a positive multiple of the process count "
             f"{count}; got {batch_size}."
         )
-    return batch_size // count
+    check_on_error(on_error)
+    if len(source) == 0:
+        raise DataError(f"{type(source).__name__}: the source has no examples.")
+    return index, count, batch_size // count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,12 +170,7 @@ def train_loader(
       A ``grain.IterDataset``; ``iter()`` of it supports ``get_state``/``set_state`` for
       checkpointing. Iterating it twice gives the same batches.
     """
-    index, count = _processes(process_index, process_count)
-    local = _local_batch(batch_size, count)
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
-    if len(source) == 0:
-        raise DataError(f"{type(source).__name__}: the source has no examples.")
+    index, count, local = _check_args(source, batch_size, on_error, process_index, process_count)
     if len(source) < batch_size:
         raise ValueError(
             f"the source's {len(source)} examples do not fill one global batch of {batch_size}."
@@ -243,13 +244,8 @@ def eval_loader(
 
     Args: as :func:`train_loader`, with an :class:`~fcnjax.data.transforms.EvalTransform`.
     """
-    index, count = _processes(process_index, process_count)
-    local = _local_batch(batch_size, count)
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
+    index, count, local = _check_args(source, batch_size, on_error, process_index, process_count)
     n = len(source)
-    if n == 0:
-        raise DataError(f"{type(source).__name__}: the source has no examples.")
     steps = math.ceil(n / batch_size)
     first = None
     for i in range(n):

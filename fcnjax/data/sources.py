@@ -29,6 +29,7 @@ from fcnjax.data.core import (
     read_list_file,
     read_mask,
     resolve,
+    some,
 )
 
 VOC_CLASSES = (
@@ -249,8 +250,7 @@ class VOC(Source):
 def _check_exist(items, where: str) -> None:
     missing = [str(p) for item in items for p in item[:2] if not p.is_file()]
     if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" * (len(missing) > 5))
-        raise DataError(f"{where}: {len(missing)} listed file(s) do not exist: {shown}.")
+        raise DataError(f"{where}: {len(missing)} listed file(s) do not exist: {some(missing)}.")
 
 
 def _read_sbd_mat(path: Path) -> np.ndarray:

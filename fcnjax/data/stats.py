@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from fcnjax.data.core import IGNORE_LABEL, DataError, Source, bad_labels
+from fcnjax.data.core import IGNORE_LABEL, Source, label_histogram
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +54,7 @@ def class_counts(
 
     def count(i: int) -> tuple[np.ndarray, int]:
         mask = source.load_mask(i)
-        bad = bad_labels(mask, num_classes)
-        if bad.size:
-            raise DataError(
-                f"{source.describe(i)}: mask labels {bad.tolist()} are >= num_classes="
-                f"{num_classes} and are not the ignore label {IGNORE_LABEL}."
-            )
-        return np.bincount(mask.ravel(), minlength=256), mask.size
+        return label_histogram(mask, num_classes, source.describe(i)), mask.size
 
     pixels = np.zeros(num_classes, np.int64)
     image_pixels = np.zeros(num_classes, np.int64)

@@ -30,17 +30,25 @@ NORMALIZATIONS = ("unit", "imagenet", "caffe", "none")
 def resize(image: np.ndarray, mask: Mask, size: Sequence[int]) -> tuple[np.ndarray, Mask]:
     """Resizes to ``size = (H, W)``: the image bilinearly (PIL, antialiased when shrinking),
     the mask by nearest neighbour."""
+    if image.shape[:2] == tuple(size):
+        return image, mask
+    return _resize_region(image, mask, size)
+
+
+def _resize_region(
+    image: np.ndarray, mask: Mask, size: Sequence[int], box: tuple[float, ...] | None = None
+) -> tuple[np.ndarray, Mask]:
+    """PIL resize of ``box`` (default: everything) to ``size = (H, W)``: the image bilinear,
+    the mask nearest."""
     from PIL import Image
 
     h, w = size
-    if image.shape[:2] == (h, w):
-        return image, mask
     channels = image.shape[-1]
     pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-    out = np.asarray(pil.resize((w, h), Image.BILINEAR))
+    out = np.asarray(pil.resize((w, h), Image.BILINEAR, box=box))
     out = out[..., None] if channels == 1 else out
     if mask is not None:
-        mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
+        mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST, box=box))
     return out, mask
 
 
@@ -105,8 +113,6 @@ def random_scale_crop(
     region: the same random draws and the same pixels (up to rounding: image values by 1-2,
     masks where a nearest-neighbour pick is a tie), several times faster when upscaling.
     """
-    from PIL import Image
-
     s = rng.uniform(*scale_range)
     h, w = image.shape[:2]
     sh, sw = max(1, round(h * s)), max(1, round(w * s))
@@ -116,12 +122,7 @@ def random_scale_crop(
     ch, cw = min(size[0], sh - y), min(size[1], sw - x)
     fy, fx = h / sh, w / sw
     box = (x * fx, y * fy, (x + cw) * fx, (y + ch) * fy)
-    channels = image.shape[-1]
-    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-    out = np.asarray(pil.resize((cw, ch), Image.BILINEAR, box=box))
-    out = out[..., None] if channels == 1 else out
-    if mask is not None:
-        mask = np.asarray(Image.fromarray(mask).resize((cw, ch), Image.NEAREST, box=box))
+    out, mask = _resize_region(image, mask, (ch, cw), box)
     return pad_to(out, mask, size, fill, ignore_label)
 
 
