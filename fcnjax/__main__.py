@@ -1,11 +1,6 @@
-"""Command-line entry point: ``python -m fcnjax`` (or the ``fcnjax`` console script)."""
+"""Command line: ``python -m fcnjax`` (or the ``fcnjax`` console script); see :mod:`fcnjax.cli`."""
 
-
-def main() -> None:
-    from fcnjax import _demo
-
-    _demo.main()
-
+from fcnjax.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

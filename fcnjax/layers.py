@@ -75,6 +75,46 @@ def bilinear_init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float
     return jnp.asarray(kernel, dtype)
 
 
+class Conv(nn.Module):
+    """A 2-D stride-1 convolution layer (kernel ``(kh, kw, C_in, C_out)`` and bias, as
+    ``flax.linen.Conv``) that calls :func:`fcnjax.ops.conv`, whose kernel gradient avoids
+    XLA:CPU's slow path. Parameters are interchangeable with ``nn.Conv``'s.
+
+    >>> import jax, jax.numpy as jnp
+    >>> layer = Conv(8, 3)
+    >>> params = layer.init(jax.random.key(0), jnp.ones((1, 7, 7, 3)))
+    >>> params["params"]["kernel"].shape, layer.apply(params, jnp.ones((1, 7, 7, 3))).shape
+    ((3, 3, 3, 8), (1, 7, 7, 8))
+    """
+
+    features: int
+    kernel_size: IntOrSeq
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+    use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    method: str = "auto"
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: ArrayLike) -> Array:
+        """``(N, H, W, C_in) -> (N, H', W', features)``."""
+        x = jnp.asarray(x)
+        window = _per_dim("kernel_size", self.kernel_size, 2, 1)
+        kernel = self.param(
+            "kernel", self.kernel_init, (*window, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = ops.conv(x, kernel, self.padding, method=self.method)
+        return y if bias is None else y + bias
+
+
 class ConvTranspose(nn.Module):
     """A transposed convolution layer: creates the kernel and calls ``ops.conv_transpose``.
 

@@ -36,6 +36,8 @@ class Shapes(Source):
       noise: standard deviation of the per-pixel Gaussian noise (0-255 scale).
       min_contrast: least Euclidean RGB distance between an object's mean colour and the
         background's.
+      radius_range: ``(low, high)`` object size (the radius of a circle of equal area)
+        as a fraction of ``min(H, W)``.
 
     >>> src = Shapes(4, size=32)
     >>> ex = src[0]
@@ -58,6 +60,7 @@ class Shapes(Source):
         max_objects: int = 4,
         noise: float = 12.0,
         min_contrast: float = 80.0,
+        radius_range: tuple[float, float] = (0.09, 0.2),
     ):
         if int(num_examples) <= 0:
             raise ValueError(f"`num_examples` must be positive; got {num_examples}.")
@@ -71,6 +74,12 @@ class Shapes(Source):
             raise ValueError(f"`size` must be at least 8x8; got {self.size}.")
         self.split, self.seed = split, int(seed)
         self.max_objects, self.noise, self.min_contrast = int(max_objects), noise, min_contrast
+        lo, hi = (float(r) for r in radius_range)
+        if not 0 < lo <= hi < 0.5:
+            raise ValueError(
+                f"`radius_range` must satisfy 0 < low <= high < 0.5; got {radius_range}."
+            )
+        self.radius_range = (lo, hi)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -85,7 +94,7 @@ class Shapes(Source):
         params = _texture_params(rng)
         background_mean, image = params[0], _render(params, yy, xx)
         mask = np.zeros((h, w), np.uint8)
-        radius_range = (0.09 * min(h, w), 0.2 * min(h, w))
+        radius_range = (self.radius_range[0] * min(h, w), self.radius_range[1] * min(h, w))
         for _ in range(rng.integers(1, self.max_objects + 1)):
             cls = int(rng.integers(1, 4))
             r = rng.uniform(*radius_range)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +56,9 @@ def get(name: str, **kwargs: Any) -> nn.Module:
     found = {squash(k): v for k, v in _REGISTRY.items()}.get(squash(name))
     if found is None:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}.")
-    try:
-        return found(**kwargs)
-    except TypeError as e:
-        raise TypeError(f"model {name!r}: {e}") from None
+    cls = found.func if isinstance(found, functools.partial) else found
+    fields = {f.name for f in dataclasses.fields(cls) if f.init} - {"parent", "name"}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(fields)}.")
+    return found(**kwargs)

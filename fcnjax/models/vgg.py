@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fcnjax.layers import Conv
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
 __all__ = ["VGG16", "VGG16_BLOCKS", "VGG16_CONVS", "scaled"]
@@ -40,6 +41,9 @@ class VGG16(nn.Module):
       width: channel multiplier (``0.125`` gives a fast model for tests and demos).
       fc: also compute ``fc6`` and ``fc7``.
       fc_dropout: dropout rate after fc6 and fc7 in training (0.5, as VGG and FCN).
+      batch_norm: BatchNorm after each of the 13 convolutions (torchvision's
+        ``vgg16_bn``): much faster to train from scratch. Its statistics live in the
+        ``batch_stats`` collection (``mutable=["batch_stats"]`` with ``train=True``).
       pool_padding: ``"SAME"`` (ceil: any input size, pixels at the end are pooled in
         smaller windows) or ``"VALID"`` (floor, Keras' VGG16; equal for multiples of 32).
       dtype: computation dtype; param_dtype: parameter dtype.
@@ -57,6 +61,7 @@ class VGG16(nn.Module):
     width: float = 1.0
     fc: bool = False
     fc_dropout: float = 0.5
+    batch_norm: bool = False
     pool_padding: str = "SAME"
     dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
@@ -70,14 +75,20 @@ class VGG16(nn.Module):
             raise ValueError(
                 f"`pool_padding` must be 'SAME' or 'VALID'; got {self.pool_padding!r}."
             )
-        conv = lambda c, k, name: nn.Conv(  # noqa: E731
+        conv = lambda c, k, name: Conv(  # noqa: E731
             scaled(c, self.width), (k, k), padding="SAME", kernel_init=he_normal, name=name,
             dtype=self.dtype, param_dtype=self.param_dtype,
         )  # fmt: skip
         taps = {}
         for b, widths in enumerate(VGG16_BLOCKS, 1):
             for c, w in enumerate(widths, 1):
-                x = nn.relu(conv(w, 3, f"block{b}_conv{c}")(x))
+                x = conv(w, 3, f"block{b}_conv{c}")(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(
+                        use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{b}_bn{c}",
+                    )(x)  # fmt: skip
+                x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), (2, 2), padding=self.pool_padding)
             taps[f"pool{b}"] = x
         if self.fc:

@@ -3,6 +3,7 @@
 Everything here works on plain arrays, without Flax: ``from fcnjax import ops``.
 """
 
+from fcnjax.ops._conv import conv
 from fcnjax.ops._conv_transpose import (
     METHODS,
     conv_transpose,
@@ -21,6 +22,7 @@ __all__ = [
     "METHODS",
     "bilinear_filter",
     "bilinear_kernel",
+    "conv",
     "conv_transpose",
     "conv_transpose_shape",
     "kernel_from_keras",

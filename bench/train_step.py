@@ -1,0 +1,336 @@
+"""Training-step time: fcnjax's trainer step (`fcnjax.train.train_step`) against PyTorch.
+
+    python bench/train_step.py            # about 10 minutes on 2 idle cores (27 when shared)
+    python bench/train_step.py --quick    # fewer rounds, no breakdown (CI): 3-6 minutes
+
+What is timed is one whole optimizer step on a fixed batch, float32, after warm-up (JAX's
+compile excluded): `jax.jit(partial(train_step, task=...), donate_argnums=0)` on the state
+of `create_train_state` with `make_optimizer`, against `zero_grad(); loss.backward();
+opt.step()` on the same network in PyTorch, with as many threads as XLA:CPU uses (every
+core). The machine may be shared, so the two run interleaved in one process: each round
+times a block of consecutive steps of one, then of the other; the figures are medians over
+rounds, and the ratio is the median of the per-round ratios (both see the same load).
+
+1. FCN-8s (VGG16, width 1, 21 classes, dropout 0.5, fixed bilinear x8 deconvolution),
+   batch 4 at 224x224, momentum SGD (lr 1e-4, momentum 0.9, L2 5e-4), softmax
+   cross-entropy with ~10% of the pixels at the ignore label 255. PyTorch: the network of
+   `bench/models.py` (channels_last) with the same dropout, `torch.optim.SGD`,
+   `F.cross_entropy(ignore_index=255)`. Without --quick, also a breakdown of both steps
+   into forward (loss), forward+backward, and the whole step.
+2. The shapes recipe's step in fcnjax alone (images/s): `configs/shapes_fcn8s.py` when it
+   exists, else FCN-8s width 0.25 on vgg16_bn (BatchNorm), 4 classes, no dropout,
+   bilinear final upsampling, batch 16 at 64x64, AdamW lr 2e-3.
+3. Seed 003's autoencoder (28x28x1, batch 32, Adam 1e-3, mean squared error), fcnjax
+   against the same six layers in PyTorch (images/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_PARTITIONABLE = jax.config.jax_threefry_partitionable
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import models as bench_models  # noqa: E402  (bench/models.py: the PyTorch FCN-8s)
+
+# bench/models.py switches to the classic threefry for a fast init compile; the step keeps
+# JAX's default PRNG (the one the trainer's dropout uses).
+jax.config.update("jax_threefry_partitionable", _PARTITIONABLE)
+
+from fcnjax import config as config_lib  # noqa: E402
+from fcnjax import models  # noqa: E402
+from fcnjax.optim import make_optimizer  # noqa: E402
+from fcnjax.train import Task, create_train_state, train_step  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+IGNORE = 255
+
+
+def interleaved(fns, rounds, steps):
+    """Seconds per call of each of ``fns`` (name -> callable): ``rounds`` rounds, each
+    timing ``steps`` consecutive calls of every function in turn. Returns name -> list of
+    per-round means."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - start) / steps)
+    return times
+
+
+def steps_for(fn, seconds):
+    """Calls of ``fn`` (already warm) that take about ``seconds``."""
+    start = time.perf_counter()
+    fn()
+    return max(1, round(seconds / max(time.perf_counter() - start, 1e-6)))
+
+
+def ratio(times, a, b):
+    """Median over rounds of time(a) / time(b)."""
+    return float(np.median(np.asarray(times[a]) / np.asarray(times[b])))
+
+
+def images_per_s(label, n, times, compile_s=None):
+    s = float(np.median(times))
+    extra = "" if compile_s is None else f"; compile + first call {compile_s:.1f} s"
+    return f"  {label:18} {n / s:8.0f} images/s   ({1e3 * s:.2f} ms/step{extra})"
+
+
+def segmentation_batch(rng, n, size, num_classes, ignored=0.1):
+    h, w = size
+    image = rng.standard_normal((n, h, w, 3)).astype(np.float32)
+    mask = rng.integers(0, num_classes, (n, h, w)).astype(np.int32)
+    mask[rng.random((n, h, w)) < ignored] = IGNORE
+    return {"image": image, "mask": mask}
+
+
+class JaxStep:
+    """The trainer's step as it runs in the loop: jitted once, state donated."""
+
+    def __init__(self, model, optimizer, batch, task, total_steps=1000, seed=0):
+        example = jnp.asarray(batch["image"][:1])
+        shapes = jax.eval_shape(model.init, jax.random.key(seed), example)["params"]
+        tx = make_optimizer(optimizer, shapes, total_steps)
+        self.state = create_train_state(model, tx, example, jax.random.key(seed))
+        self.batch = jax.device_put(batch)
+        self.task = task
+        self.step = jax.jit(functools.partial(train_step, task=task), donate_argnums=0)
+        start = time.perf_counter()
+        self()
+        self.compile_s = time.perf_counter() - start
+        self()
+
+    def __call__(self):
+        self.state, metrics = self.step(self.state, self.batch)
+        jax.block_until_ready((self.state, metrics))
+
+
+def fcn8s_breakdown(step: JaxStep):
+    """Forward (loss) and forward+backward (loss and gradients) of ``step``'s objective,
+    without the optimizer: the few lines of `train_step` before `tx.update`."""
+    state, batch, task = step.state, step.batch, step.task
+
+    def loss(params, rng):
+        out = state.apply_fn({"params": params}, batch["image"], train=True, rngs={"dropout": rng})
+        total, norm = task.loss_sums(out, batch)
+        return total / jnp.maximum(norm, 1e-12)
+
+    rng = jax.random.key(1)
+    fwd = jax.jit(loss)
+    grad = jax.jit(jax.value_and_grad(loss))
+
+    def run(fn):
+        return lambda: jax.block_until_ready(fn(step.state.params, rng))
+
+    for fn in (fwd, grad):
+        run(fn)()
+    return {"forward": run(fwd), "forward+backward": run(grad)}
+
+
+def torch_fcn8s_step(num_classes, batch, dropout=0.5):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = bench_models.torch_fcn8s(num_classes)
+    # fcnjax drops out after fc6's and fc7's ReLU; dropout before the ReLU that
+    # bench/models.py applies is the same function (the mask and 1/(1-p) are >= 0).
+    net.fc6 = nn.Sequential(net.fc6, nn.Dropout(dropout))
+    net.fc7 = nn.Sequential(net.fc7, nn.Dropout(dropout))
+    net = net.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous(
+        memory_format=torch.channels_last
+    )
+    y = torch.tensor(batch["mask"], dtype=torch.long)
+
+    def forward():
+        return F.cross_entropy(net(x), y, ignore_index=IGNORE)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        forward().backward()
+        opt.step()
+
+    def forward_only():
+        with torch.no_grad():  # as the jitted JAX forward: no graph kept
+            forward()
+
+    def forward_backward():
+        net.zero_grad(set_to_none=True)
+        forward().backward()
+
+    for _ in range(2):
+        step()
+    return step, {"forward": forward_only, "forward+backward": forward_backward}
+
+
+def torch_autoencoder_step(batch):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(64, 2, 7),
+        nn.ConvTranspose2d(2, 64, 7), nn.ReLU(),
+        nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(32, 1, 7, 2, 3, output_padding=1),
+    )  # fmt: skip
+    n_params = sum(p.numel() for p in net.parameters())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous()
+    out_shape = tuple(net(x).shape)
+    if out_shape != tuple(x.shape):
+        raise AssertionError(f"PyTorch autoencoder output {out_shape} != input {tuple(x.shape)}")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(net(x), x).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    return step, n_params
+
+
+def shapes_setup():
+    """Model, input size, batch size and optimizer of the shapes recipe, and where from."""
+    path = REPO / "configs" / "shapes_fcn8s.py"
+    if not path.exists():
+        model = dict(
+            name="fcn8s",
+            num_classes=4,
+            width=0.25,
+            backbone="vgg16_bn",
+            dropout=0.0,
+            final_upsample="bilinear",
+        )
+        return model, (64, 64), 16, dict(name="adamw", learning_rate=2e-3), 1000, "built-in"
+    config = config_lib.load_config(str(path))
+    model = dict(config.model)
+    model.setdefault("num_classes", config.data.get("num_classes", 4))
+    size = config.input.size or config.data.get("size", 64)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    steps = config.num_steps or 1000
+    where = f"configs/shapes_fcn8s.py (dtype {config.dtype})"
+    return model, size, config.batch_size, config.optimizer.to_dict(), steps, where
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no breakdown")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress of a long run, also into a file
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(cores)  # XLA:CPU's thread pool has one thread per core
+    rng = np.random.default_rng(0)
+    print(
+        f"# {platform.machine()}, {cores} cores, jax {jax.__version__} ({jax.devices()[0]}), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), float32; "
+        f"load average {os.getloadavg()[0]:.1f} (other processes make the timings noisy)"
+    )
+
+    # 1. FCN-8s, the paper's network at VOC crop size.
+    rounds, steps = (2, 1) if args.quick else (5, 3)
+    k, n, size = 21, 4, (224, 224)
+    batch = segmentation_batch(rng, n, size, k)
+    sgd = dict(name="sgd", learning_rate=1e-4, momentum=0.9, weight_decay=5e-4)
+    jax_fcn = JaxStep(models.get("fcn8s", num_classes=k), sgd, batch, Task("segmentation", k))
+    torch_fcn, torch_parts = torch_fcn8s_step(k, batch)
+    t = interleaved({"fcnjax": jax_fcn, "torch": torch_fcn}, rounds, steps)
+    ignored = float(np.mean(batch["mask"] == IGNORE))
+    print(
+        f"\n1. FCN-8s VGG16, {k} classes, dropout 0.5, batch {n} x {size[0]}x{size[1]}, "
+        f"SGD momentum 0.9 + L2 5e-4, {ignored:.0%} pixels ignored; "
+        f"{rounds} rounds x {steps} steps, medians:"
+    )
+    print(
+        f"  fcnjax train_step (jit, donated) {1e3 * np.median(t['fcnjax']):8.0f} ms/step"
+        f"   (compile + first call {jax_fcn.compile_s:.1f} s)"
+    )
+    print(f"  PyTorch SGD step                 {1e3 * np.median(t['torch']):8.0f} ms/step")
+    print(f"  fcnjax / PyTorch: {ratio(t, 'fcnjax', 'torch'):.2f}x (target <= 1.0)")
+    print(
+        "  per round (s): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(t["fcnjax"], t["torch"]))
+    )
+
+    if not args.quick:
+        jax_parts = fcn8s_breakdown(jax_fcn)
+        fns = {}
+        for part in ("forward", "forward+backward"):
+            fns[f"fcnjax {part}"] = jax_parts[part]
+            fns[f"torch {part}"] = torch_parts[part]
+        fns["fcnjax step"], fns["torch step"] = jax_fcn, torch_fcn
+        t = interleaved(fns, 3, 1)
+        print("  breakdown (3 rounds x 1 call, medians, ms):")
+        print(f"    {'':18} {'fcnjax':>8} {'PyTorch':>8} {'ratio':>6}")
+        for part in ("forward", "forward+backward", "step"):
+            a, b = f"fcnjax {part}", f"torch {part}"
+            print(
+                f"    {part:18} {1e3 * np.median(t[a]):8.0f} {1e3 * np.median(t[b]):8.0f} "
+                f"{ratio(t, a, b):6.2f}"
+            )
+    del jax_fcn, torch_fcn, torch_parts
+
+    rounds = 3 if args.quick else 7
+    block_s = 0.3 if args.quick else 0.6
+
+    # 2. The shapes recipe (fcnjax alone).
+    spec, size, n, optimizer, total, where = shapes_setup()
+    spec = dict(spec)
+    name = spec.pop("name")
+    batch = segmentation_batch(rng, n, size, spec["num_classes"])
+    task = Task("segmentation", spec["num_classes"])
+    jax_shapes = JaxStep(models.get(name, **spec), optimizer, batch, task, total)
+    steps = steps_for(jax_shapes, block_s)
+    keys = ("name", "learning_rate", "weight_decay", "schedule", "warmup_steps")
+    opt_summary = ", ".join(f"{k}={optimizer[k]}" for k in keys if k in optimizer)
+    t = interleaved({"fcnjax": jax_shapes}, rounds, steps)
+    print(
+        f"\n2. shapes recipe ({where}): {name} {spec}, batch {n} x {size[0]}x{size[1]}, "
+        f"{opt_summary}; batch_stats: {bool(jax_shapes.state.batch_stats)}; "
+        f"{rounds} rounds x {steps} steps:"
+    )
+    print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_shapes.compile_s))
+    del jax_shapes
+
+    # 3. Seed 003's autoencoder.
+    n = 32
+    batch = {"image": rng.random((n, 28, 28, 1), dtype=np.float32)}
+    adam = dict(name="adam", learning_rate=1e-3)
+    jax_ae = JaxStep(models.get("autoencoder"), adam, batch, Task("autoencoder"))
+    torch_ae, torch_params = torch_autoencoder_step(batch)
+    jax_params = sum(p.size for p in jax.tree.leaves(jax_ae.state.params))
+    fns = {"fcnjax": jax_ae, "torch": torch_ae}
+    steps = max(steps_for(fn, block_s) for fn in fns.values())
+    t = interleaved(fns, rounds, steps)
+    print(
+        f"\n3. autoencoder ({jax_params} / {torch_params} parameters), batch {n} x 28x28x1, "
+        f"Adam 1e-3, MSE; {rounds} rounds x {steps} steps, medians:"
+    )
+    print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_ae.compile_s))
+    print(images_per_s("PyTorch Adam step", n, t["torch"]))
+    print(f"  fcnjax / PyTorch time: {ratio(t, 'fcnjax', 'torch'):.2f}x")
+    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

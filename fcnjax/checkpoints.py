@@ -1,0 +1,159 @@
+"""Orbax checkpoints of a training run: the latest K, and the best by a validation metric.
+
+``workdir/checkpoints/<step>/`` holds ``state`` (the :class:`~fcnjax.train.TrainState`
+arrays), ``data`` (each process's grain iterator position, so a resumed run sees the same
+batches) and ``meta`` (JSON: step, best metric so far). ``workdir/best/<step>/`` holds the
+best ``state`` by the chosen metric. Saves are asynchronous where orbax allows: arrays are
+copied to host memory before ``save`` returns and written in the background.
+
+Anything that is there but cannot be read raises :class:`CheckpointError` naming the
+directory; a run never silently starts afresh over an existing checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+__all__ = ["CheckpointError", "Checkpointer", "latest_step", "restore_state"]
+
+log = logging.getLogger("fcnjax.checkpoints")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete or unreadable."""
+
+
+def _options(keep: int | None, asynchronous: bool, **kw) -> ocp.CheckpointManagerOptions:
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True, **kw
+    )
+
+
+def _manager(path: Path, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(path.absolute(), options=options)
+
+
+class Checkpointer:
+    """The two orbax managers of a run (``checkpoints/`` and ``best/``)."""
+
+    def __init__(self, workdir: str | Path, *, keep: int = 3, asynchronous: bool = True,
+                 best_mode: str = "max"):  # fmt: skip
+        workdir = Path(workdir)
+        self.dir, self.best_dir = workdir / "checkpoints", workdir / "best"
+        self.latest = _manager(self.dir, _options(keep, asynchronous))
+        self.best = _manager(self.best_dir, _options(1, asynchronous))
+        self.best_mode = best_mode
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    def save(self, step: int, state: Any, iterator: Any, meta: dict) -> None:
+        import grain
+
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(iterator)
+        self.latest.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def save_best(self, step: int, state: Any, meta: dict) -> None:
+        self.best.wait_until_finished()
+        for old in self.best.all_steps():
+            if old != step:
+                self.best.delete(old)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        self.best.save(step, args=args, force=True)
+
+    def restore(self, step: int, target: Any, iterator: Any) -> tuple[Any, dict]:
+        """``(state, meta)`` of checkpoint ``step``; ``iterator`` is moved to its position."""
+        import grain
+
+        items = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
+        if iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        where = self.dir / str(step)
+        try:
+            restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # orbax raises many types; all mean "cannot use it"
+            raise CheckpointError(
+                f"cannot restore the checkpoint {where}: {type(e).__name__}: {e}\n"
+                f"It is incomplete or corrupt. Move it away to resume from an older one "
+                f"(or the whole {self.dir} to start afresh)."
+            ) from e
+        return restored["state"], dict(restored["meta"] or {})
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def _reader(directory: Path) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        directory.absolute(),
+        item_handlers={"state": ocp.StandardCheckpointHandler()},
+        options=_options(None, False, read_only=True),
+    )
+
+
+def latest_step(directory: str | Path) -> int | None:
+    """The newest complete checkpoint step in ``directory`` (None when there is none)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    with _reader(directory) as m:
+        return m.latest_step()
+
+
+def restore_state(directory: str | Path, target: Any, step: int | None = None) -> tuple[Any, int]:
+    """The ``state`` item of a checkpoint in ``directory`` (default: the newest) and its step.
+
+    ``target``: the abstract state (``jax.ShapeDtypeStruct`` leaves, with shardings), or
+    ``None`` for NumPy arrays as saved, whatever devices saved them (a pod's checkpoint
+    reads on a laptop).
+
+    Raises:
+      CheckpointError: ``directory`` has no checkpoint, or it cannot be read.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"no checkpoint directory {directory}.")
+    with _reader(directory) as m:
+        step = m.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{directory} holds no complete checkpoint.")
+        try:
+            if target is None:
+                device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                target = jax.tree.map(
+                    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                    m.item_metadata(step)["state"],
+                )
+                state = m.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+                )
+                state = jax.device_get(state["state"])
+            else:
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+                state = m.restore(step, args=args)["state"]
+        except Exception as e:
+            raise CheckpointError(
+                f"cannot restore the checkpoint {directory / str(step)}: {type(e).__name__}: {e}"
+            ) from e
+    return state, step
+
+
+def read_meta(directory: str | Path, step: int) -> dict:
+    path = Path(directory) / str(step) / "meta" / "metadata"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,237 @@
+"""Prediction and evaluation from a training workdir (keras-segmentation's names).
+
+>>> # after `fcnjax train --config configs/shapes_fcn8s.py --workdir runs/shapes`:
+>>> # mask = predict_segmentation("runs/shapes", "photo.png", out_fname="out/photo.png")
+>>> # predict_multiple("runs/shapes", "photos/", "out/")
+>>> # evaluate_segmentation("runs/shapes")["mean_iou"]
+
+A workdir holds ``config.json`` and orbax checkpoints (``checkpoints/``, ``best/``); the
+model is rebuilt from the config and its parameters restored from the newest checkpoint
+(``checkpoint="latest"``) or the best one (``"best"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fcnjax import checkpoints as ckpt
+from fcnjax import config as config_lib
+from fcnjax import data as data_lib
+from fcnjax import viz
+from fcnjax.data.core import IMAGE_EXTENSIONS, read_image
+
+__all__ = ["Predictor", "evaluate_segmentation", "load", "predict_multiple", "predict_segmentation"]
+
+
+@dataclass
+class Predictor:
+    """A trained model from a workdir: ``predictor(image) -> (H, W)`` class indices."""
+
+    config: ml_collections.ConfigDict
+    run: Any
+    variables: Any
+    step: int
+    workdir: Path
+
+    @property
+    def num_classes(self) -> int:
+        return self.run.task.num_classes
+
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        """``uint8 (H, W, C)`` -> ``float32 (H, W, K)`` at the image's own size."""
+        image = np.asarray(image)
+        h, w = image.shape[:2]
+        transform = self.run.eval_transform
+        if transform.mode == "resize":
+            example = transform({"image": image})
+        else:  # fully convolutional: the image's own size
+            example = data_lib.EvalTransform(mode="none", normalization=transform.normalization)(
+                {"image": image}
+            )
+        out = np.asarray(_apply(self.run.model)(self.variables, example["image"][None]))[0]
+        if out.shape[:2] != (h, w):
+            out = np.asarray(jax.image.resize(out, (h, w, out.shape[-1]), "bilinear"))
+        return out
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.logits(image).argmax(-1).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def _apply(model):
+    return jax.jit(functools.partial(model.apply, train=False))
+
+
+def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predictor:
+    """The model of ``workdir`` with the parameters of its ``"latest"`` or ``"best"`` checkpoint.
+
+    Raises:
+      FileNotFoundError: ``workdir`` or its ``config.json`` does not exist.
+      CheckpointError: no complete checkpoint, or an unreadable one.
+    """
+    from fcnjax import train
+
+    workdir = Path(workdir)
+    if checkpoint not in ("latest", "best"):
+        raise ValueError(f"`checkpoint` must be 'latest' or 'best'; got {checkpoint!r}.")
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{workdir} is not a training workdir: it has no config.json "
+            f"(train with `fcnjax train --config ... --workdir {workdir}`)."
+        )
+    config = config_lib.from_json((workdir / "config.json").read_text())
+    directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
+    state, step = ckpt.restore_state(directory, None)
+    run = train.build(config, with_train=False, with_eval=False)
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    variables = jax.tree.map(jnp.asarray, variables)
+    return Predictor(config, run, variables, step, workdir)
+
+
+def _predictor(workdir_or_predictor, checkpoint: str = "latest") -> Predictor:
+    if isinstance(workdir_or_predictor, Predictor):
+        return workdir_or_predictor
+    return load(workdir_or_predictor, checkpoint)
+
+
+def _write(mask: np.ndarray, image: np.ndarray, out: Path, overlay: bool, colours) -> list[Path]:
+    written = [viz.save_png(out, mask, colours)]  # palette PNG: pixel values are classes
+    written.append(
+        viz.save_png(out.with_name(out.stem + "_color.png"), viz.colorize(mask, colours))
+    )
+    if overlay:
+        blended = viz.overlay(image, mask, 0.5, colours)
+        written.append(viz.save_png(out.with_name(out.stem + "_overlay.png"), blended))
+    return written
+
+
+def predict_segmentation(
+    workdir: str | os.PathLike[str] | Predictor,
+    inp: str | os.PathLike[str] | np.ndarray,
+    out_fname: str | os.PathLike[str] | None = None,
+    overlay: bool = True,
+    *,
+    checkpoint: str = "latest",
+) -> np.ndarray:
+    """The class of every pixel of one image: ``uint8 (H, W)`` at the image's size.
+
+    Args:
+      workdir: a training workdir (or a :class:`Predictor` from :func:`load`, to reuse).
+      inp: an image file or a ``uint8 (H, W, C)`` array.
+      out_fname: if given, writes there a palette PNG whose pixel values are the class
+        indices, ``<stem>_color.png`` (RGB), and with ``overlay`` ``<stem>_overlay.png``
+        (the prediction blended on the image).
+      checkpoint: ``"latest"`` or ``"best"``.
+    """
+    predictor = _predictor(workdir, checkpoint)
+    image = read_image(inp) if not isinstance(inp, np.ndarray) else np.asarray(inp)
+    mask = predictor(image)
+    if out_fname is not None:
+        _write(mask, image, Path(out_fname), overlay, None)
+    return mask
+
+
+def predict_multiple(
+    workdir: str | os.PathLike[str] | Predictor,
+    inp_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    overlay: bool = True,
+    *,
+    checkpoint: str = "latest",
+) -> dict[str, np.ndarray]:
+    """:func:`predict_segmentation` for every image in ``inp_dir`` -> ``{file name: mask}``.
+
+    Writes ``out_dir/<stem>.png`` (class indices, palette), ``<stem>_color.png`` and
+    ``<stem>_overlay.png`` for each image.
+    """
+    inp_dir, out_dir = Path(inp_dir), Path(out_dir)
+    if not inp_dir.is_dir():
+        raise FileNotFoundError(f"`inp_dir` {inp_dir} is not a directory.")
+    files = sorted(p for p in inp_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(
+            f"`inp_dir` {inp_dir} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    predictor = _predictor(workdir, checkpoint)
+    return {
+        p.name: predict_segmentation(predictor, p, out_dir / f"{p.stem}.png", overlay)
+        for p in files
+    }
+
+
+def evaluate_segmentation(
+    workdir: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    data: dict[str, Any] | None = None,
+    checkpoint: str = "latest",
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """FCN's four metrics (and per-class IoU, loss) of a trained model on a whole split.
+
+    Args:
+      workdir: a training workdir.
+      split: the split to evaluate (default: the config's evaluation split).
+      data: overrides of the evaluation source's config (e.g. another ``root``).
+      checkpoint: ``"latest"`` or ``"best"``.
+      batch_size: the evaluation batch (default: the config's).
+    """
+    from fcnjax import train
+
+    predictor = _predictor(workdir, checkpoint)
+    config = ml_collections.ConfigDict(predictor.config.to_dict())
+    eval_data = dict(config.eval_data.to_dict() if config.eval_data is not None else {})
+    if split is not None:
+        eval_data["split"] = split
+    eval_data.update(data or {})
+    with config.ignore_type():
+        config.eval_data = ml_collections.ConfigDict(eval_data)
+        config.parallel = "jit"
+        if batch_size is not None:
+            config.eval_batch_size = batch_size
+    run = train.build(config, with_train=False)
+    par = train.Parallel("jit", run.task)
+    eval_bs = config.eval_batch_size or config.batch_size
+    n = jax.device_count()
+    if eval_bs % n:
+        with config.ignore_type():
+            config.eval_batch_size = -(-eval_bs // n) * n
+    state = _EvalState(predictor.variables, run.model.apply)
+    state = jax.device_put(state, par.replicated)
+    results = train.evaluate(run, par, state)
+    return {**results, "step": predictor.step, "split": eval_data.get("split")}
+
+
+class _EvalState:
+    """The part of a TrainState that ``eval_step`` reads."""
+
+    def __init__(self, variables, apply_fn):
+        self._variables, self.apply_fn = variables, apply_fn
+
+    def variables(self):
+        return self._variables
+
+
+jax.tree_util.register_pytree_node(
+    _EvalState, lambda s: ((s._variables,), s.apply_fn), lambda fn, c: _EvalState(c[0], fn)
+)
+
+
+def image_files(path: Path) -> list[Path]:
+    """``path`` itself if it is an image file, else the images in the directory ``path``."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    raise FileNotFoundError(f"`--input` {path} is neither an image file nor a directory.")

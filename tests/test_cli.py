@@ -1,0 +1,179 @@
+"""``fcnjax`` commands: a run through train / evaluate / predict / verify, and every error path.
+
+Commands run in-process through :func:`fcnjax.cli.main` (what the console script calls);
+errors must exit non-zero with one message naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcnjax import cli
+from fcnjax.data import Shapes
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = str(ROOT / "configs" / "shapes_fcn8s.py") + ":runlocal"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("cli") / "run"
+    assert cli.main(["train", "--config", SHAPES, "--workdir", str(wd)]) == 0
+    return wd
+
+
+def run(args, capsys):
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_prints_the_metrics_table_and_evaluate_agrees(workdir, capsys):
+    code, out, _ = run(["evaluate", "--workdir", workdir], capsys)
+    assert code == 0
+    assert "mean_iou" in out and "frequency_weighted_iou" in out and "circle" in out
+    saved = json.loads((workdir / "eval_validation.json").read_text())
+    final = json.loads((workdir / "final_metrics.json").read_text())["eval"]
+    assert saved["confusion_matrix"] == final["confusion_matrix"]
+
+
+def test_predict_a_directory_writes_index_colour_and_overlay_pngs(workdir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(2):
+        Image.fromarray(Shapes(2, size=(36, 44), split="test")[i]["image"]).save(
+            inputs / f"im{i}.jpg"
+        )
+    (inputs / "notes.txt").write_text("not an image")
+    code, out, _ = run(
+        ["predict", "--workdir", workdir, "--input", inputs, "--output", tmp_path / "o"], capsys
+    )
+    assert code == 0, out
+    for i in range(2):
+        index = np.asarray(Image.open(tmp_path / "o" / f"im{i}.png"))
+        assert index.shape == (36, 44) and index.max() < 4
+        assert np.asarray(Image.open(tmp_path / "o" / f"im{i}_color.png")).shape == (36, 44, 3)
+        assert np.asarray(Image.open(tmp_path / "o" / f"im{i}_overlay.png")).shape == (36, 44, 3)
+    code, _, _ = run(
+        [
+            "predict",
+            "--workdir",
+            workdir,
+            "--input",
+            inputs / "im0.jpg",
+            "--output",
+            tmp_path / "p",
+        ],
+        capsys,
+    )
+    assert code == 0 and (tmp_path / "p" / "im0.png").exists()
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("--config.optimiser.name=sgd", ["unknown config key 'optimiser'", "optimizer"]),
+        ("--config.optimizer.nme=sgd", ["'optimizer.nme'", "learning_rate"]),
+        ("--config.batch_size=abc", ["`batch_size` expects int", "'abc'"]),
+        ("--config.optimizer.learning_rate=fast", ["learning_rate` expects float"]),
+        ("--config.parallel=threads", ["`parallel` must be one of ('jit', 'pmap')"]),
+        ("--config.optimizer.name=lion", ["`optimizer.name` must be one of", "adamw"]),
+        ("--config.model.name=fcn9s", ["unknown model 'fcn9s'", "fcn8s"]),
+        ("--config.model.widht=0.5", ["model 'fcn8s' does not take ['widht']", "width"]),
+        ("--config.data.colour=red", ["does not take ['colour']", "num_examples"]),
+        ("--config.checkpoint.best_metric=miou", ["`checkpoint.best_metric` must be one of"]),
+        ("--config.loss.class_weights=(1.0, 2.0)", ["needs 4 weights"]),
+        ("--config.batch_size=0", ["`batch_size` must be a positive int"]),
+    ],
+)
+def test_train_config_errors_name_the_key_and_choices(override, words, tmp_path, capsys):
+    code, out, err = run(
+        ["train", "--config", SHAPES, "--workdir", tmp_path / "wd", override], capsys
+    )
+    assert code == 2, out + err
+    for word in words:
+        assert word in err, err
+
+
+def test_missing_files_and_bad_arguments(tmp_path, capsys):
+    code, _, err = run(["train", "--config", tmp_path / "nope.py", "--workdir", tmp_path], capsys)
+    assert code == 2 and "nope.py" in err and "does not exist" in err
+    code, _, err = run(["evaluate", "--workdir", tmp_path / "empty"], capsys)
+    assert code == 2 and "no config.json" in err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--config", SHAPES, "--workdir", str(tmp_path), "--config.batch_size"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--config", SHAPES, "--workdir", str(tmp_path), "--epochs=3"])
+    assert e.value.code == 2
+    assert "--config.key=value" in capsys.readouterr().err
+
+
+def test_predict_errors(workdir, tmp_path, capsys):
+    code, _, err = run(
+        [
+            "predict",
+            "--workdir",
+            workdir,
+            "--input",
+            tmp_path / "missing.png",
+            "--output",
+            tmp_path,
+        ],
+        capsys,
+    )
+    assert code == 2 and "missing.png" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(
+        ["predict", "--workdir", workdir, "--input", tmp_path / "empty", "--output", tmp_path],
+        capsys,
+    )
+    assert code == 2 and "holds no images" in err
+
+
+def test_missing_and_corrupt_checkpoints_are_errors_not_fresh_starts(workdir, tmp_path, capsys):
+    # A workdir whose checkpoints are gone: evaluation refuses.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(workdir / "config.json", bare / "config.json")
+    code, _, err = run(["evaluate", "--workdir", bare], capsys)
+    assert code == 1 and "no checkpoint directory" in err
+    # A corrupt newest checkpoint: training does not start afresh, evaluation refuses.
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    newest = max(
+        (broken / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1
+    )
+    for f in (newest / "state").rglob("*"):
+        if f.is_file() and f.name not in ("commit_success.txt",):
+            f.write_bytes(b"\0garbage")
+    code, _, err = run(["train", "--config", SHAPES, "--workdir", broken], capsys)
+    assert code == 1 and f"cannot restore the checkpoint {newest}" in err, err
+    assert "corrupt" in err
+    code, _, err = run(["evaluate", "--workdir", broken], capsys)
+    assert code == 1 and "cannot restore" in err
+
+
+def test_verify_reports_bad_examples(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, mask_size in enumerate([(16, 16), (16, 16), (8, 8)]):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.zeros(mask_size, np.uint8)).save(root / "masks" / f"{i}.png")
+    config = ROOT / "configs" / "unet_catdog.py"
+    args = ["verify", "--config", f"{config}:runlocal", f"--config.data.root={root}",
+            "--config.data.images=images"]  # fmt: skip
+    code, out, _ = run(args, capsys)
+    assert code == 1
+    assert "3 examples, 1 bad" in out and "2.png" in out
+    (root / "masks" / "2.png").unlink()
+    Image.fromarray(np.ones((16, 16), np.uint8)).save(root / "masks" / "2.png")
+    code, out, _ = run(args, capsys)
+    assert code == 0 and "3 examples, 0 bad" in out

@@ -1,0 +1,238 @@
+"""The trainer: exact resume, SIGTERM, NaN, devices (jit and pmap), two hosts, predict/evaluate.
+
+Runs that need several (simulated) devices or processes run ``python -m fcnjax train`` in
+subprocesses; parameters are compared from the orbax checkpoints they leave.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from fcnjax import checkpoints, predict, train
+from fcnjax import config as config_lib
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = str(ROOT / "configs" / "shapes_fcn8s.py") + ":runlocal"
+# A tiny FCN-8s on 32x32 shapes; global batch 16 (2 per device on 8 devices), eval of 20
+# examples in batches of 16 (so the last one is padded); no BatchNorm and no dropout, so
+# 1, 8 devices, jit and pmap must agree up to float32 summation order.
+BASE = [
+    "model.backbone=vgg16",
+    "batch_size=16",
+    "eval_batch_size=16",
+    "data.num_examples=64",
+    "eval_data.num_examples=20",
+    "optimizer.warmup_steps=0",
+    "optimizer.learning_rate=0.01",
+    "input.flip=True",
+]
+
+
+def config(*overrides: str):
+    c = config_lib.load_config(SHAPES)
+    config_lib.apply_overrides(c, [*BASE, *overrides])
+    return c
+
+
+def params_of(workdir: Path, step: int | None = None):
+    state, found = checkpoints.restore_state(workdir / "checkpoints", None, step)
+    return state["params"], found
+
+
+def assert_trees_close(a, b, rtol=0.0, atol=0.0):
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# Subprocesses use the test process's PRNG (conftest: classic threefry), so that their
+# initial parameters equal those of in-process runs.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT),
+       "JAX_THREEFRY_PARTITIONABLE": str(jax.config.jax_threefry_partitionable)}  # fmt: skip
+
+
+def cli(args, env=None, **kw):
+    full_env = {**ENV, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "fcnjax", *args], capture_output=True, text=True, env=full_env,
+        cwd=ROOT, timeout=600, **kw,
+    )  # fmt: skip
+
+
+def overrides(*items: str) -> list[str]:
+    return [f"--config.{item}" for item in (*BASE, *items)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """6 steps in one go (checkpoints at 3 and 6), the reference for several tests."""
+    workdir = tmp_path_factory.mktemp("trained")
+    result = train.train_and_evaluate(config("num_steps=6", "checkpoint.every_steps=3"), workdir)
+    return workdir, result
+
+
+def test_run_leaves_checkpoints_metrics_and_pictures(trained):
+    workdir, result = trained
+    assert result["step"] == 6 and result["interrupted"] is None
+    assert (workdir / "checkpoints" / "6").is_dir() and (workdir / "checkpoints" / "3").is_dir()
+    assert any((workdir / "best").iterdir())
+    assert (workdir / "predictions.png").stat().st_size > 0
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    lines = [ln for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln]
+    assert any('"eval/mean_iou"' in ln for ln in lines)
+    ev = result["eval"]
+    # The confusion matrix covers exactly the 20 validation images (padding excluded).
+    assert np.sum(ev["confusion_matrix"]) == 20 * 32 * 32
+    assert 0 <= ev["mean_iou"] <= 1 and 0 <= ev["pixel_accuracy"] <= 1
+
+
+def test_resume_is_exact(trained, tmp_path):
+    """3 steps, stop, resume for 3 more == 6 in one go (same data order, same parameters)."""
+    reference, _ = trained
+    c = config("num_steps=6", "checkpoint.every_steps=3")
+    first = config("num_steps=3", "checkpoint.every_steps=3")
+    # The cosine schedule depends on num_steps: the first leg uses the full run's schedule.
+    first.optimizer.schedule = c.optimizer.schedule = "constant"
+    ref_dir = tmp_path / "ref"
+    train.train_and_evaluate(c, ref_dir)
+    train.train_and_evaluate(first, tmp_path / "resumed")
+    result = train.train_and_evaluate(c, tmp_path / "resumed")
+    assert result["step"] == 6
+    assert_trees_close(params_of(tmp_path / "resumed")[0], params_of(ref_dir)[0])
+
+
+def test_sigterm_saves_and_resume_matches(tmp_path):
+    workdir = tmp_path / "wd"
+    args = ["train", "--config", SHAPES, "--workdir", str(workdir),
+            *overrides("num_steps=400", "checkpoint.every_steps=1000", "log_every_steps=1",
+                      "optimizer.schedule=constant")]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fcnjax", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=ENV, cwd=ROOT,
+    )  # fmt: skip
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "stopped by SIGTERM" in out
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and 3 <= steps[0] < 400, (steps, out)
+    stopped = steps[0]
+    # Resume to a later step and compare with a run that never stopped.
+    c = config(f"num_steps={stopped + 2}", "checkpoint.every_steps=1000")
+    c.optimizer.schedule = "constant"  # the schedule depends on num_steps
+    train.train_and_evaluate(c, workdir)
+    train.train_and_evaluate(c, tmp_path / "straight")
+    assert_trees_close(params_of(workdir)[0], params_of(tmp_path / "straight")[0])
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
+    c = config("num_steps=20", "checkpoint.every_steps=1", "optimizer.name=sgd",
+               "optimizer.learning_rate=1e12", "optimizer.momentum=0.0",
+               "optimizer.schedule=constant")  # fmt: skip
+    with pytest.raises(train.NonFiniteLossError, match=r"became (nan|inf|-inf) at step (\d+)") as e:
+        train.train_and_evaluate(c, tmp_path)
+    bad = int(e.value.args[0].split(" at step ")[1].split()[0])
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and max(steps) == bad - 1
+    params, step = params_of(tmp_path)
+    assert step == bad - 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def _run_devices(tmp_path: Path, name: str, devices: int, *extra: str) -> Path:
+    workdir = tmp_path / name
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = cli(["train", "--config", SHAPES, "--workdir", str(workdir),
+                  *overrides("num_steps=3", "checkpoint.every_steps=3", *extra)], env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir
+
+
+def _final_eval(workdir: Path):
+    import json
+
+    return json.loads((workdir / "final_metrics.json").read_text())["eval"]
+
+
+def test_eight_devices_jit_and_pmap_match_one_device(tmp_path):
+    one = _run_devices(tmp_path, "one", 1)
+    jit8 = _run_devices(tmp_path, "jit8", 8)
+    pmap8 = _run_devices(tmp_path, "pmap8", 8, "parallel=pmap")
+    reference = params_of(one)[0]
+    for other in (jit8, pmap8):
+        assert_trees_close(params_of(other)[0], reference, rtol=2e-4, atol=2e-5)
+        # The confusion matrix is summed over devices: same counts as on one device.
+        assert _final_eval(other)["confusion_matrix"] == _final_eval(one)["confusion_matrix"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    """Two jax.distributed processes (2 CPU devices each) train like one process."""
+    one = _run_devices(tmp_path, "one", 1)
+    workdir, port = tmp_path / "two", _free_port()
+    procs = []
+    for pid in range(2):
+        args = ["train", "--config", SHAPES, "--workdir", str(workdir),
+                *overrides("num_steps=3", "checkpoint.every_steps=3",
+                           f"distributed.coordinator_address=localhost:{port}",
+                           "distributed.num_processes=2",
+                           f"distributed.process_id={pid}")]  # fmt: skip
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "fcnjax", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        ))  # fmt: skip
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(outs)
+    assert_trees_close(params_of(workdir)[0], params_of(one)[0], rtol=2e-4, atol=2e-5)
+    assert _final_eval(workdir)["confusion_matrix"] == _final_eval(one)["confusion_matrix"]
+
+
+def test_predict_and_evaluate_from_a_workdir(trained, tmp_path):
+    workdir, result = trained
+    metrics = predict.evaluate_segmentation(workdir)
+    # Same checkpoint, same split: the numbers training printed.
+    assert metrics["confusion_matrix"] == result["eval"]["confusion_matrix"]
+    assert metrics["mean_iou"] == pytest.approx(result["eval"]["mean_iou"])
+    from PIL import Image
+
+    from fcnjax.data import Shapes
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(Shapes(2, size=(40, 56), split="test")[i]["image"]).save(
+            images / f"{i}.png"
+        )
+    mask = predict.predict_segmentation(
+        workdir, images / "0.png", out_fname=tmp_path / "o" / "0.png"
+    )
+    assert mask.shape == (40, 56) and mask.dtype == np.uint8 and mask.max() < 4
+    written = Image.open(tmp_path / "o" / "0.png")
+    assert written.mode == "P" and (np.asarray(written) == mask).all()
+    assert (tmp_path / "o" / "0_overlay.png").exists() and (tmp_path / "o" / "0_color.png").exists()
+    masks = predict.predict_multiple(workdir, images, tmp_path / "many")
+    assert sorted(masks) == ["0.png", "1.png"] and (masks["0.png"] == mask).all()
