@@ -688,9 +688,12 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
             checkpointer.save_best(step, par.unplace(state), {"step": step, "best": best})
 
     interrupted = None
+    # Steps are dispatched asynchronously and the host waits at log steps: the rate's
+    # window spans two of them.
     progress = summary.Progress(
-        total_steps, start_step=start, stream=sys.stderr if primary else open(os.devnull, "w")
-    )
+        total_steps, start_step=start, window=max(20, 2 * config.log_every_steps),
+        stream=sys.stderr if primary else open(os.devnull, "w"),
+    )  # fmt: skip
     step = start
     with _Signals() as signals, progress:
         while step < total_steps:

@@ -229,8 +229,8 @@ def runs(tmp_path_factory, voc_overrides):
         )
 
     def setup(name):  # -> (overrides, eval labelled pixels, mock context or None, extra)
-        if name == "shapes_fcn8s":  # 16 generated 32x32 validation images, all labelled
-            return [], 16 * 32 * 32, None, None
+        if name == "shapes_fcn8s":  # 16 whole generated 40x40 validation images, all labelled
+            return [], 16 * 40 * 40, None, None
         if name == "cae_mnist":
             return [], None, mnist_mock, None
         if name == "fcn_lab":

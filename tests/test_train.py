@@ -23,9 +23,9 @@ from fcnjax import config as config_lib
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = str(ROOT / "configs" / "shapes_fcn8s.py") + ":runlocal"
-# A tiny FCN-8s on 32x32 shapes; global batch 16 (2 per device on 8 devices), eval of 20
-# examples in batches of 16 (so the last one is padded); no BatchNorm and no dropout, so
-# 1, 8 devices, jit and pmap must agree up to float32 summation order.
+# A tiny FCN-8s on 32x32 crops of 40x40 shapes; global batch 16 (2 per device on 8
+# devices), eval of 20 examples in batches of 16 (so the last one is padded); no BatchNorm
+# and no dropout, so 1, 8 devices, jit and pmap must agree up to float32 summation order.
 BASE = [
     "model.backbone=vgg16",
     "batch_size=16",
@@ -93,8 +93,9 @@ def test_run_leaves_checkpoints_metrics_and_pictures(trained):
     lines = [ln for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln]
     assert any('"eval/mean_iou"' in ln for ln in lines)
     ev = result["eval"]
-    # The confusion matrix covers exactly the 20 validation images (padding excluded).
-    assert np.sum(ev["confusion_matrix"]) == 20 * 32 * 32
+    # The confusion matrix covers exactly the 20 whole 40x40 validation images (the last
+    # batch's padding excluded).
+    assert np.sum(ev["confusion_matrix"]) == 20 * 40 * 40
     assert 0 <= ev["mean_iou"] <= 1 and 0 <= ev["pixel_accuracy"] <= 1
 
 

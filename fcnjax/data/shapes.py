@@ -38,6 +38,8 @@ class Shapes(Source):
         background's.
       radius_range: ``(low, high)`` object size (the radius of a circle of equal area)
         as a fraction of ``min(H, W)``.
+      cache: keep rendered examples in memory (``H * W * 4`` bytes each), so that later
+        epochs cost nothing to draw; per process (grain workers each keep their own).
 
     >>> src = Shapes(4, size=32)
     >>> ex = src[0]
@@ -61,6 +63,7 @@ class Shapes(Source):
         noise: float = 12.0,
         min_contrast: float = 80.0,
         radius_range: tuple[float, float] = (0.09, 0.2),
+        cache: bool = False,
     ):
         if int(num_examples) <= 0:
             raise ValueError(f"`num_examples` must be positive; got {num_examples}.")
@@ -80,6 +83,7 @@ class Shapes(Source):
                 f"`radius_range` must satisfy 0 < low <= high < 0.5; got {radius_range}."
             )
         self.radius_range = (lo, hi)
+        self._cache: dict[int, Example] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.num_examples
@@ -88,6 +92,14 @@ class Shapes(Source):
         return f"shapes[{self.split}, seed={self.seed}][{index}]"
 
     def load(self, index: int) -> Example:
+        if self._cache is None:
+            return self._render(index)
+        example = self._cache.get(index)
+        if example is None:
+            example = self._cache[index] = self._render(index)
+        return {k: v.copy() for k, v in example.items()}
+
+    def _render(self, index: int) -> Example:
         rng = np.random.default_rng([self.seed, _SPLITS[self.split], int(index)])
         h, w = self.size
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -21,6 +21,7 @@ from fcnjax.typing import Array, ArrayLike
 __all__ = ["conv"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
+_MIN_GEMM_CHANNELS = 64
 
 
 def _pads(padding, window, size) -> tuple[tuple[int, int], ...]:
@@ -47,7 +48,9 @@ def conv(
       kernel: ``(kh, kw, C_in, C_out)``.
       padding: ``"SAME"``, ``"VALID"`` or ``((lo, hi), (lo, hi))``.
       method: ``"gemm"`` (kernel gradient as per-tap matrix products), ``"xla"`` (plain
-        ``lax``), or ``"auto"``: ``"gemm"`` on CPU, ``"xla"`` elsewhere.
+        ``lax``), or ``"auto"``: ``"gemm"`` on CPU when both channel counts are at least
+        64, else ``"xla"`` (measured: the products win on VGG16's layers, 1.3-1.9x
+        forward+backward, and lose on narrow ones, where the slices' copies dominate).
 
     >>> import jax, jax.numpy as jnp
     >>> x, k = jnp.ones((2, 5, 5, 3)), jnp.ones((3, 3, 3, 4))
@@ -67,7 +70,10 @@ def conv(
     if method not in ("auto", "gemm", "xla"):
         raise ValueError(f"`method` must be 'auto', 'gemm' or 'xla'; got {method!r}.")
     pads = _pads(padding, kernel.shape[:2], x.shape[1:3])
-    if method == "xla" or (method == "auto" and jax.default_backend() != "cpu"):
+    if method == "auto":
+        wide = min(kernel.shape[2], kernel.shape[3]) >= _MIN_GEMM_CHANNELS
+        method = "gemm" if jax.default_backend() == "cpu" and wide else "xla"
+    if method == "xla":
         return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DN)
     return _conv_gemm(x, kernel, pads)
 
