@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command not in ("train", "verify"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "orbax", "jax"):
+    # orbax logs routine notes (read-only managers, items not asked for) as absl warnings.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    for noisy in ("orbax", "jax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from fcnjax import checkpoints

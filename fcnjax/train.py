@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("fcnjax.train")
+PMAP_AXIS = "batch"  # the mapped axis of parallel="pmap"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -365,6 +366,9 @@ def build(
         task = Task("autoencoder", reduction="mean")
     if config.dtype != "float32":
         model_kw.setdefault("dtype", jnp.dtype(config.dtype))
+    if config.parallel == "pmap" and "bn_axis_name" in models.fields(name):
+        # BatchNorm statistics over the global batch, as under jit.
+        model_kw.setdefault("bn_axis_name", PMAP_AXIS)
     model = models.get(name, **model_kw)
 
     preprocessing = None
@@ -497,11 +501,11 @@ class Parallel:
             )  # fmt: skip
         else:
             self.train = jax.pmap(
-                functools.partial(train_step, task=task, axis_name="batch"),
-                axis_name="batch", donate_argnums=0,
+                functools.partial(train_step, task=task, axis_name=PMAP_AXIS),
+                axis_name=PMAP_AXIS, donate_argnums=0,
             )  # fmt: skip
             self.eval = jax.pmap(
-                functools.partial(eval_step, task=task, axis_name="batch"), axis_name="batch"
+                functools.partial(eval_step, task=task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS
             )
 
     def check_batch(self, batch_size: int, what: str) -> None:

@@ -184,6 +184,22 @@ def test_eight_devices_jit_and_pmap_match_one_device(tmp_path):
         assert _final_eval(other)["confusion_matrix"] == _final_eval(one)["confusion_matrix"]
 
 
+def test_pmap_batchnorm_statistics_are_global(tmp_path):
+    """With BatchNorm (vgg16_bn), pmap on 8 devices shares batch statistics: = 1 device.
+
+    SGD, not Adam: a convolution's bias before BatchNorm has a zero gradient, and Adam
+    would blow its rounding noise up to +-lr.
+    """
+    extra = ("model.backbone=vgg16_bn", "optimizer.name=sgd", "optimizer.learning_rate=0.1")
+    one = _run_devices(tmp_path, "one", 1, *extra)
+    pmap8 = _run_devices(tmp_path, "pmap8", 8, *extra, "parallel=pmap")
+    ref = checkpoints.restore_state(one / "checkpoints", None)[0]
+    got = checkpoints.restore_state(pmap8 / "checkpoints", None)[0]
+    assert jax.tree.leaves(ref["batch_stats"])
+    assert_trees_close(got["batch_stats"], ref["batch_stats"], rtol=2e-4, atol=2e-5)
+    assert_trees_close(got["params"], ref["params"], rtol=2e-4, atol=2e-5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))

@@ -33,6 +33,7 @@ __all__ = [
     "SegNet",
     "UNet",
     "backbone_mask",
+    "fields",
     "get",
 ]
 
@@ -50,15 +51,30 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 NAMES = tuple(_REGISTRY)
 
 
-def get(name: str, **kwargs: Any) -> nn.Module:
-    """The model registered as ``name`` (ignoring case, ``-`` and ``_``), built with ``kwargs``."""
+def _lookup(name: str) -> Callable[..., nn.Module]:
     squash = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
     found = {squash(k): v for k, v in _REGISTRY.items()}.get(squash(name))
     if found is None:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}.")
+    return found
+
+
+def fields(name: str) -> tuple[str, ...]:
+    """The keyword arguments the model registered as ``name`` takes."""
+    found = _lookup(name)
     cls = found.func if isinstance(found, functools.partial) else found
-    fields = {f.name for f in dataclasses.fields(cls) if f.init} - {"parent", "name"}
-    unknown = sorted(set(kwargs) - fields)
+    return tuple(
+        sorted(
+            f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")
+        )
+    )
+
+
+def get(name: str, **kwargs: Any) -> nn.Module:
+    """The model registered as ``name`` (ignoring case, ``-`` and ``_``), built with ``kwargs``."""
+    found = _lookup(name)
+    fields_ = set(fields(name))
+    unknown = sorted(set(kwargs) - fields_)
     if unknown:
-        raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(fields)}.")
+        raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(fields_)}.")
     return found(**kwargs)

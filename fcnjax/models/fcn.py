@@ -51,6 +51,8 @@ class FCN(nn.Module):
       skip: ``"score"`` (the paper) or ``"features"`` (seed 003).
       width: channel multiplier of VGG16 and conv6/conv7 (``1.0``: the real network).
       dropout: dropout after fc6 / fc7 in training.
+      bn_axis_name: with ``backbone="vgg16_bn"`` under ``pmap``, the axis whose devices
+        share batch statistics (the trainer sets it in ``parallel="pmap"`` mode).
       final_upsample: fixed final upsampler of ``skip="score"``: ``"transposed"`` (FCN's
         bilinear deconvolution) or ``"bilinear"`` (exact interpolation).
       dtype: computation dtype (e.g. ``jnp.bfloat16``); param_dtype: parameter dtype.
@@ -76,6 +78,7 @@ class FCN(nn.Module):
     width: float = 1.0
     dropout: float = 0.5
     final_upsample: str = "transposed"
+    bn_axis_name: str | None = None
     dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
 
@@ -99,14 +102,14 @@ class FCN(nn.Module):
         size = x.shape[1:3]
         k = self.num_classes
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        bn = self.backbone == "vgg16_bn"
+        bn = dict(batch_norm=self.backbone == "vgg16_bn", bn_axis_name=self.bn_axis_name)
         steps = {"32s": [], "16s": ["pool4"], "8s": ["pool4", "pool3"]}[self.variant]
         factor = {"32s": 32, "16s": 16, "8s": 8}[self.variant]
 
         if self.skip == "score":
-            taps = VGG16(
-                self.width, fc=True, fc_dropout=self.dropout, batch_norm=bn, name="backbone", **kw
-            )(x, train)
+            taps = VGG16(self.width, fc=True, fc_dropout=self.dropout, name="backbone", **bn, **kw)(
+                x, train
+            )
             score = nn.Conv(k, (1, 1), kernel_init=nn.initializers.zeros, name="score_fr", **kw)(
                 taps["fc7"]
             )
@@ -123,7 +126,7 @@ class FCN(nn.Module):
             return crop_to(logits, size)
 
         # skip == "features": seed 003.
-        taps = VGG16(self.width, fc=False, batch_norm=bn, name="backbone", **kw)(x, train)
+        taps = VGG16(self.width, fc=False, name="backbone", **bn, **kw)(x, train)
         conv = functools.partial(nn.Conv, kernel_init=_glorot, padding="SAME", **kw)
         h = nn.relu(conv(scaled(4096, self.width), (7, 7), name="conv6")(taps["pool5"]))
         h = nn.relu(conv(scaled(4096, self.width), (1, 1), name="conv7")(h))

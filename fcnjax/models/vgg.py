@@ -44,6 +44,7 @@ class VGG16(nn.Module):
       batch_norm: BatchNorm after each of the 13 convolutions (torchvision's
         ``vgg16_bn``): much faster to train from scratch. Its statistics live in the
         ``batch_stats`` collection (``mutable=["batch_stats"]`` with ``train=True``).
+      bn_axis_name: the mapped (``pmap``) axis whose devices share batch statistics.
       pool_padding: ``"SAME"`` (ceil: any input size, pixels at the end are pooled in
         smaller windows) or ``"VALID"`` (floor, Keras' VGG16; equal for multiples of 32).
       dtype: computation dtype; param_dtype: parameter dtype.
@@ -62,6 +63,7 @@ class VGG16(nn.Module):
     fc: bool = False
     fc_dropout: float = 0.5
     batch_norm: bool = False
+    bn_axis_name: str | None = None
     pool_padding: str = "SAME"
     dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
@@ -86,6 +88,7 @@ class VGG16(nn.Module):
                 if self.batch_norm:
                     x = nn.BatchNorm(
                         use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        axis_name=self.bn_axis_name,
                         dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{b}_bn{c}",
                     )(x)  # fmt: skip
                 x = nn.relu(x)
