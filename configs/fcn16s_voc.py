@@ -7,20 +7,15 @@ Every parameter of FCN-32s (VGG16, fc6/fc7, score_fr) is copied; ``score_pool4``
 at zero and ``upscore2`` as bilinear. The learning rate drops 100x (1e-12, summed loss).
 """
 
-import importlib.util
 import os
 
+from fcnjax.config import load_config
 
-def _base():
-    path = os.path.join(os.path.dirname(__file__), "fcn32s_voc.py")
-    spec = importlib.util.spec_from_file_location("fcn32s_voc", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fcn32s_voc.py")
 
 
 def get_config(arg: str | None = None):
-    c = _base().get_config(arg)
+    c = load_config(f"{BASE}:{arg}" if arg else BASE)
     c.model.name = "fcn16s"
     c.init.backbone_weights = None  # everything comes from the FCN-32s run
     c.init.from_workdir = "runs/fcn32s_voc"

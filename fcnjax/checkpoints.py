@@ -12,7 +12,6 @@ directory; a run never silently starts afresh over an existing checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -149,11 +148,3 @@ def restore_state(directory: str | Path, target: Any, step: int | None = None) -
                 f"cannot restore the checkpoint {directory / str(step)}: {type(e).__name__}: {e}"
             ) from e
     return state, step
-
-
-def read_meta(directory: str | Path, step: int) -> dict:
-    path = Path(directory) / str(step) / "meta" / "metadata"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

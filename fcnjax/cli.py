@@ -170,17 +170,15 @@ def _run(args, overrides: list[str]) -> int:
         out.write_text(json.dumps(results, indent=2, default=str))
         return 0
     # predict
+    import numpy as np
+
     predictor = predict.load(args.workdir, args.checkpoint)
-    files = predict.image_files(Path(args.input))
-    if not files:
-        raise FileNotFoundError(f"`--input` {args.input} holds no images.")
+    files = predict.image_files(args.input, "--input")
     out_dir = Path(args.output)
     for path in files:
         mask = predict.predict_segmentation(
             predictor, path, out_dir / f"{path.stem}.png", overlay=not args.no_overlay
         )
-        counts = {
-            int(k): int(v) for k, v in zip(*__import__("numpy").unique(mask, return_counts=True))
-        }
+        counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
         print(f"{path} -> {out_dir / (path.stem + '.png')} (pixels per class: {counts})")
     return 0

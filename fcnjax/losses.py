@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from fcnjax.data.core import IGNORE_LABEL
 from fcnjax.typing import Array, ArrayLike
 
-__all__ = ["mean_squared_error", "softmax_cross_entropy"]
+__all__ = ["mean_squared_error", "pixel_weights", "softmax_cross_entropy"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -127,21 +127,11 @@ def softmax_cross_entropy(
             f"`class_weights` must have shape (K,) = ({num_classes},), one weight per class of "
             f"`logits`, got {jnp.shape(class_weights)}."
         )
-    where = _validity(where, labels.shape)
-
     x = _float(logits)
-    labels = labels.astype(jnp.int32)  # so that comparing uint8 labels with -1 cannot overflow
-    counted = (labels >= 0) & (labels < num_classes)
-    if ignore_label is not None:
-        counted &= labels != ignore_label
-    if where is not None:
-        counted &= where.astype(bool)
+    counted = _counted(labels, num_classes, ignore_label, where)
     safe = jnp.where(counted, labels, 0)
     nll = jax.nn.logsumexp(x, axis=-1) - jnp.take_along_axis(x, safe[..., None], axis=-1)[..., 0]
-    if class_weights is None:
-        weight = counted.astype(x.dtype)
-    else:
-        weight = jnp.where(counted, jnp.asarray(class_weights, x.dtype)[safe], 0)
+    weight = _weights(counted, safe, class_weights, x.dtype)
     # where, not a product: logits that are inf/NaN at skipped pixels must not reach the sum.
     loss = jnp.where(counted, nll * weight, 0)
     if reduction == "none":
@@ -151,6 +141,44 @@ def softmax_cross_entropy(
         return total
     denom = jnp.sum(weight)
     return jnp.where(denom > 0, total / jnp.where(denom > 0, denom, 1), 0)
+
+
+def _counted(labels: Array, num_classes: int, ignore_label: int | None, where) -> Array:
+    """Pixels that count: a label in ``[0, K)``, not ``ignore_label``, ``where`` True."""
+    labels = labels.astype(jnp.int32)  # so that comparing uint8 labels with -1 cannot overflow
+    counted = (labels >= 0) & (labels < num_classes)
+    if ignore_label is not None:
+        counted &= labels != ignore_label
+    where = _validity(where, labels.shape)
+    return counted if where is None else counted & where.astype(bool)
+
+
+def _weights(counted: Array, safe_labels: Array, class_weights, dtype) -> Array:
+    if class_weights is None:
+        return counted.astype(dtype)
+    return jnp.where(counted, jnp.asarray(class_weights, dtype)[safe_labels], 0)
+
+
+def pixel_weights(
+    labels: ArrayLike,
+    num_classes: int,
+    *,
+    ignore_label: int | None = IGNORE_LABEL,
+    class_weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+) -> Array:
+    """Each pixel's weight in :func:`softmax_cross_entropy`: ``f32[N, H, W]``.
+
+    ``class_weights[label]`` (or 1) where the pixel counts, 0 elsewhere; its sum is the
+    normaliser of ``reduction="mean"`` (what a data-parallel step sums across devices).
+
+    >>> import jax.numpy as jnp
+    >>> pixel_weights(jnp.array([[0, 2, 255, 7]]), 3, class_weights=jnp.array([1.0, 2.0, 4.0]))
+    Array([[1., 4., 0., 0.]], dtype=float32)
+    """
+    labels = jnp.asarray(labels)
+    counted = _counted(labels, num_classes, ignore_label, where)
+    return _weights(counted, jnp.where(counted, labels, 0), class_weights, jnp.float32)
 
 
 def mean_squared_error(

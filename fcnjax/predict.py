@@ -58,12 +58,17 @@ class Predictor:
                 {"image": image}
             )
         out = np.asarray(_apply(self.run.model)(self.variables, example["image"][None]))[0]
-        if out.shape[:2] != (h, w):
-            out = np.asarray(jax.image.resize(out, (h, w, out.shape[-1]), "bilinear"))
-        return out
+        return resize_logits(out, (h, w))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.logits(image).argmax(-1).astype(np.uint8)
+
+
+def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(h, w, K)`` scores of a resized input, bilinearly back at the image's ``size``."""
+    if logits.shape[:2] == tuple(size):
+        return logits
+    return np.asarray(jax.image.resize(logits, (*size, logits.shape[-1]), "bilinear"))
 
 
 @functools.lru_cache(maxsize=4)
@@ -158,11 +163,7 @@ def predict_multiple(
     inp_dir, out_dir = Path(inp_dir), Path(out_dir)
     if not inp_dir.is_dir():
         raise FileNotFoundError(f"`inp_dir` {inp_dir} is not a directory.")
-    files = sorted(p for p in inp_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise FileNotFoundError(
-            f"`inp_dir` {inp_dir} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
-        )
+    files = image_files(inp_dir, "inp_dir")
     predictor = _predictor(workdir, checkpoint)
     return {
         p.name: predict_segmentation(predictor, p, out_dir / f"{p.stem}.png", overlay)
@@ -195,18 +196,13 @@ def evaluate_segmentation(
     if split is not None:
         eval_data["split"] = split
     eval_data.update(data or {})
+    eval_bs = batch_size or config.eval_batch_size or config.batch_size
     with config.ignore_type():
         config.eval_data = ml_collections.ConfigDict(eval_data)
         config.parallel = "jit"
-        if batch_size is not None:
-            config.eval_batch_size = batch_size
+        config.eval_batch_size = -(-eval_bs // jax.device_count()) * jax.device_count()
     run = train.build(config, with_train=False)
     par = train.Parallel("jit", run.task)
-    eval_bs = config.eval_batch_size or config.batch_size
-    n = jax.device_count()
-    if eval_bs % n:
-        with config.ignore_type():
-            config.eval_batch_size = -(-eval_bs // n) * n
     state = _EvalState(predictor.variables, run.model.apply)
     state = jax.device_put(state, par.replicated)
     results = train.evaluate(run, par, state)
@@ -228,10 +224,19 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def image_files(path: Path) -> list[Path]:
-    """``path`` itself if it is an image file, else the images in the directory ``path``."""
+def image_files(path: str | os.PathLike[str], what: str = "--input") -> list[Path]:
+    """``path`` itself if it is an image file, else the images in the directory ``path``.
+
+    Raises FileNotFoundError, naming the argument ``what``, when there are none.
+    """
+    path = Path(path)
     if path.is_file():
         return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    raise FileNotFoundError(f"`--input` {path} is neither an image file nor a directory.")
+    if not path.is_dir():
+        raise FileNotFoundError(f"`{what}` {path} is neither an image file nor a directory.")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(
+            f"`{what}` {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
+    return files

@@ -52,7 +52,7 @@ from jax.sharding import PartitionSpec as P
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
-from fcnjax import losses, metrics, models, optim, summary, viz
+from fcnjax import losses, metrics, models, optim, predict, summary, viz
 from fcnjax.data.core import IGNORE_LABEL
 
 __all__ = [
@@ -153,12 +153,11 @@ class Task:
         )  # fmt: skip
         if self.reduction == "sum":
             return total, jnp.ones((), jnp.float32)
-        counted = (labels >= 0) & (labels < self.num_classes) & (labels != self.ignore_label)
-        if where is not None:
-            counted &= where.reshape(where.shape + (1,) * (labels.ndim - where.ndim))
-        safe = jnp.where(counted, labels, 0)
-        w = jnp.ones(()) if weights is None else weights[safe]
-        return total, jnp.sum(jnp.where(counted, w, 0.0), dtype=jnp.float32)
+        counted = losses.pixel_weights(
+            labels, self.num_classes, ignore_label=self.ignore_label, class_weights=weights,
+            where=where,
+        )  # fmt: skip
+        return total, jnp.sum(counted)
 
     def eval_sums(self, outputs: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         total, norm = self.loss_sums(outputs, batch)
@@ -322,14 +321,14 @@ def build(
     config: ml_collections.ConfigDict, *, with_train: bool = True, with_eval: bool = True
 ) -> Run:
     """Sources, transforms, task and model from a (validated) config."""
-    train_source = (
-        data_lib.get_source(config.data) if with_train or config.eval_data is None else None
-    )
+    train_source = data_lib.get_source(config.data) if with_train else None
     eval_cfg = _eval_data_config(config)
     eval_source = data_lib.get_source(eval_cfg) if with_eval and eval_cfg is not None else None
+    # The training source's examples, unverified, where only its metadata is needed.
+    unverified = functools.partial(data_lib.get_source, {**config.data.to_dict(), "verify": False})
     reference = train_source if train_source is not None else eval_source
     if reference is None:
-        reference = data_lib.get_source({**config.data.to_dict(), "verify": False})
+        reference = unverified()
     model_kw = {k: v for k, v in config.model.to_dict().items() if k != "name"}
     model_kw = {k: tuple(v) if isinstance(v, list) else v for k, v in model_kw.items()}
     name = config.model.get("name")
@@ -350,9 +349,14 @@ def build(
                     f"`loss.class_weights` must be None, 'median_frequency' or {k} numbers; "
                     f"got {weights!r}."
                 )
-            counts = data_lib.class_counts(train_source or reference, k)
-            weights = tuple(float(w) for w in data_lib.median_frequency_weights(counts))
-            log.info("median frequency class weights: %s", np.round(weights, 4).tolist())
+            if with_train or with_eval:  # (prediction needs no loss)
+                # From the training masks, also when only evaluating: the loss training reported.
+                source = train_source if train_source is not None else unverified()
+                counts = data_lib.class_counts(source, k)
+                weights = tuple(float(w) for w in data_lib.median_frequency_weights(counts))
+                log.info("median frequency class weights: %s", np.round(weights, 4).tolist())
+            else:
+                weights = None
         elif weights is not None:
             weights = tuple(float(w) for w in weights)
             if len(weights) != k:
@@ -764,17 +768,13 @@ def _eval_line(step: int, results: Mapping[str, Any]) -> str:
     return f"eval @ step {step}: " + ", ".join(parts)
 
 
-def _host_variables(par: Parallel, state: TrainState) -> dict[str, Any]:
-    return par.fetch(state.variables())
-
-
 def _write_outputs(run: Run, par: Parallel, state: TrainState, workdir: Path) -> None:
     """Pictures of the trained model on the first validation examples."""
     source = run.eval_source if run.eval_source is not None else run.train_source
     n = min(run.config.outputs.num_examples, len(source))
-    variables = _host_variables(par, state)
-    examples = [run.eval_transform(source[i], source.describe(i)) for i in range(n)]
+    variables = par.fetch(state.variables())
     raws = [source[i] for i in range(n)]
+    examples = [run.eval_transform(raw, source.describe(i)) for i, raw in enumerate(raws)]
     images = np.stack([e["image"] for e in examples])
     apply = jax.jit(functools.partial(run.model.apply, train=False))
     outputs = np.asarray(apply(variables, images))
@@ -782,9 +782,8 @@ def _write_outputs(run: Run, par: Parallel, state: TrainState, workdir: Path) ->
         rows = []
         for raw, out in zip(raws, outputs):
             h, w = raw["image"].shape[:2]
-            if run.eval_transform.mode == "resize" and out.shape[:2] != (h, w):
-                # logits of the resized input, back at the image's size (as fcnjax.predict)
-                out = np.asarray(jax.image.resize(out, (h, w, out.shape[-1]), "bilinear"))
+            if run.eval_transform.mode == "resize":
+                out = predict.resize_logits(out, (h, w))
             pred = out.argmax(-1)[:h, :w]
             row = [raw["image"], viz.overlay(raw["image"], pred)]
             if "mask" in raw:

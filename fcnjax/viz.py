@@ -3,6 +3,8 @@
 >>> import numpy as np
 >>> palette(3)[:3].tolist()
 [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+>>> palette()[15].tolist(), palette()[255].tolist()  # VOC's person and void colours
+([192, 128, 128], [224, 224, 192])
 >>> mask = np.array([[0, 1], [2, 255]])
 >>> colorize(mask)[1].tolist()  # class 2 is green; the ignore label is white
 [[0, 128, 0], [255, 255, 255]]

@@ -7,24 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcnjax import data
+from fcnjax import data, viz
 from fcnjax.data import IGNORE_LABEL, DataError
 
 RNG = np.random.default_rng(0)
-
-
-def voc_palette() -> np.ndarray:
-    """PASCAL VOC's colour map (the bit-interleaving recipe of the devkit's labelcolormap.m)."""
-    palette = np.zeros((256, 3), np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
 
 
 def write_image(path, h, w, fmt=None):
@@ -35,7 +21,7 @@ def write_mask(path, mask, palette=False):
     img = Image.fromarray(mask.astype(np.uint8), mode="L")
     if palette:
         img = img.convert("P")
-        img.putpalette(voc_palette().ravel().tolist())
+        img.putpalette(viz.palette(256).ravel().tolist())
         img.putdata(mask.ravel().tolist())
     img.save(path)
 
@@ -231,7 +217,7 @@ def test_voc_palette_pngs_give_class_indices(tmp_path):
     root, ids, masks = make_voc(tmp_path)
     src = data.get_source({"name": "voc", "root": str(tmp_path / "VOCdevkit"), "split": "train"})
     assert len(src) == 3 and src.num_classes == 21 and src.class_names[15] == "person"
-    palette = voc_palette()
+    palette = viz.palette(256)
     for k, i in enumerate(ids[:3]):
         mask = src[k]["mask"]
         np.testing.assert_array_equal(mask, masks[i])
