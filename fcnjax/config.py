@@ -184,10 +184,12 @@ def _check_keys(config, reference, prefix: str) -> None:
                 _check_keys(value, ref, f"{prefix}{key}.")
 
 
-def _parse(text: str) -> Any:
+def _parse(text: str, old: Any = None) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        if isinstance(old, str):  # a bare word for a string field stays that word
+            return text.strip()  # (`input.mode=none` is the mode "none", not None)
         lowered = text.strip().lower()
         if lowered in ("true", "false"):
             return lowered == "true"
@@ -207,7 +209,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         key = key.strip().removeprefix("--").removeprefix("config.")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value.")
-        value = _parse(text)
         parts = key.split(".")
         node, where = config, ""
         for part in parts[:-1]:
@@ -227,6 +228,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
                 f"{where[:-1] or 'the top level'!r}: {sorted(node.keys())}."
             )
         old = node.get(last) if last in node else None
+        value = _parse(text, old)
         if isinstance(value, list):
             value = tuple(value)
         if old is not None and value is not None and not _same_kind(old, value):

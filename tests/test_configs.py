@@ -458,3 +458,15 @@ def test_every_config_loads_and_validates():
         config_lib.validate(full)
         with pytest.raises(ValueError, match="unknown config argument 'bogus'"):
             config_lib.load_config(f"{CONFIGS / name}.py:bogus")
+
+
+def test_overrides_parse_literals_and_keep_bare_words_for_string_fields():
+    c = config_lib.default_config()
+    config_lib.apply_overrides(
+        c, ["input.mode=none", "input.eval_mode=none", "input.jitter=none", "batch_size=4",
+            "optimizer.learning_rate=1", "input.flip=false", "input.size=(8, 8)"]
+    )  # fmt: skip
+    assert c.input.mode == "none" and c.input.eval_mode == "none"  # the mode, not None
+    assert c.input.jitter is None  # a field that holds None takes None
+    assert c.batch_size == 4 and c.optimizer.learning_rate == 1.0
+    assert c.input.flip is False and c.input.size == (8, 8)
