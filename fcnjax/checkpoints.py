@@ -62,6 +62,8 @@ class Checkpointer:
 
     def save_best(self, step: int, state: Any, meta: dict) -> None:
         self.best.wait_until_finished()
+        if step in self.best.all_steps():  # a finished run evaluated again: already saved
+            return
         for old in self.best.all_steps():
             if old != step:
                 self.best.delete(old)

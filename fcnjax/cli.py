@@ -4,6 +4,7 @@
     fcnjax evaluate --workdir DIR [--split test] [--checkpoint best]
     fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR
     fcnjax verify --config configs/X.py [--config.key=value ...]
+    fcnjax plot --workdir DIR [--output DIR]   # training curves (needs fcnjax[viz])
     fcnjax demo      # the transposed-convolution op demo
 
 The parser only parses; everything else is the library (:mod:`fcnjax.train`,
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-overlay", action="store_true")
     ve = sub.add_parser("verify", help="check a config's datasets (every example)")
     ve.add_argument("--config", required=True)
+    pl = sub.add_parser("plot", help="training curves of a workdir as PNGs (matplotlib)")
+    pl.add_argument("--workdir", required=True)
+    pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
     sub.add_parser("demo", help="the transposed-convolution op demo")
     return parser
 
@@ -112,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:  # a model's or source's own argument check
         print(f"fcnjax {args.command}: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra (matplotlib for plot)
+        print(f"fcnjax {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 def _run(args, overrides: list[str]) -> int:
@@ -121,6 +128,14 @@ def _run(args, overrides: list[str]) -> int:
         from fcnjax import _demo
 
         _demo.main()
+        return 0
+    if args.command == "plot":
+        from fcnjax import viz
+
+        if not Path(args.workdir).is_dir():
+            raise NotADirectoryError(f"--workdir {args.workdir}: no such directory.")
+        for path in viz.plot_metrics(args.workdir, args.output):
+            print(path)
         return 0
     if args.command == "verify":
         from fcnjax import data, train

@@ -779,17 +779,19 @@ def _write_outputs(run: Run, par: Parallel, state: TrainState, workdir: Path) ->
     apply = jax.jit(functools.partial(run.model.apply, train=False))
     outputs = np.asarray(apply(variables, images))
     if run.task.name == "segmentation":
-        rows = []
+        preds = []
         for raw, out in zip(raws, outputs):
             h, w = raw["image"].shape[:2]
             if run.eval_transform.mode == "resize":
                 out = predict.resize_logits(out, (h, w))
-            pred = out.argmax(-1)[:h, :w]
-            row = [raw["image"], viz.overlay(raw["image"], pred)]
-            if "mask" in raw:
-                row.insert(1, viz.overlay(raw["image"], raw["mask"]))
-            rows.append(row)
-        viz.save_png(workdir / "predictions.png", viz.grid(rows))
+            preds.append(out.argmax(-1)[:h, :w])
+        truths = [raw["mask"] for raw in raws] if all("mask" in r for r in raws) else None
+        small = max(r["image"].shape[0] for r in raws) <= 128
+        figure = viz.segmentation_figure(
+            [raw["image"] for raw in raws], preds, truths,
+            class_names=source.class_names, scale=2 if small else 1,
+        )  # fmt: skip
+        viz.save_png(workdir / "predictions.png", figure)
         return
     rows = [[viz.to_uint8(ex["image"]), viz.to_uint8(out)] for ex, out in zip(examples, outputs)]
     viz.save_png(workdir / "reconstructions.png", viz.grid(rows))
@@ -813,3 +815,7 @@ def _write_outputs(run: Run, par: Parallel, state: TrainState, workdir: Path) ->
         decoded = np.asarray(decode(variables, np.asarray([point], np.float32)))[0]
         big = np.kron(viz.to_uint8(decoded), np.ones((8, 8, 1), np.uint8))
         viz.save_png(workdir / "decoded.png", big)
+    if latent.shape[1] == 2:  # the decoder's view of the plane the scatter shows
+        lo, hi = latent.min(0), latent.max(0)
+        tiles = viz.latent_grid(lambda z: np.asarray(decode(variables, z)), lo, hi, n=12)
+        viz.save_png(workdir / "latent_grid.png", tiles)

@@ -101,6 +101,27 @@ def test_train_config_errors_name_the_key_and_choices(override, words, tmp_path,
         assert word in err, err
 
 
+def test_training_a_finished_workdir_again_evaluates_without_retraining(workdir, capsys):
+    before = json.loads((workdir / "final_metrics.json").read_text())
+    code, out, err = run(["train", "--config", SHAPES, "--workdir", workdir], capsys)
+    assert code == 0, err
+    after = json.loads((workdir / "final_metrics.json").read_text())
+    assert after["step"] == before["step"] and "mean_iou" in out
+    assert after["eval"]["confusion_matrix"] == before["eval"]["confusion_matrix"]
+
+
+def test_plot_writes_training_curves(workdir, tmp_path, capsys):
+    code, out, _ = run(["plot", "--workdir", workdir, "--output", tmp_path / "plots"], capsys)
+    assert code == 0
+    written = [Path(line) for line in out.split()]
+    assert [p.name for p in written] == ["loss.png", "eval.png", "learning_rate.png"]
+    assert all(p.parent == tmp_path / "plots" and p.stat().st_size > 0 for p in written)
+    code, _, err = run(["plot", "--workdir", tmp_path / "nowhere"], capsys)
+    assert code == 2 and "nowhere" in err and "no such directory" in err
+    code, _, err = run(["plot", "--workdir", tmp_path / "plots"], capsys)  # no metrics.jsonl
+    assert code == 2 and "no metrics file" in err
+
+
 def test_missing_files_and_bad_arguments(tmp_path, capsys):
     code, _, err = run(["train", "--config", tmp_path / "nope.py", "--workdir", tmp_path], capsys)
     assert code == 2 and "nope.py" in err and "does not exist" in err

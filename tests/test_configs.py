@@ -320,7 +320,7 @@ def test_config_trains_and_writes_its_outputs(runs, name):
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
 
     pictures = (
-        ("reconstructions.png", "latent.png", "decoded.png")
+        ("reconstructions.png", "latent.png", "decoded.png", "latent_grid.png")
         if config.task == "autoencoder"
         else ("predictions.png",)
     )
@@ -364,6 +364,8 @@ def test_cae_mnist_learns_on_digits_1_5_6(runs):
     assert np.all(np.isfinite(latent["latent"]))
     with Image.open(wd / "decoded.png") as img:
         assert img.size == (28 * 8, 28 * 8)  # one 28x28 digit, magnified x8
+    with Image.open(wd / "latent_grid.png") as img:
+        assert img.size == (12 * 29 + 1, 12 * 29 + 1)  # 12 x 12 decoded digits, 1 px apart
     # Adam moves every parameter between the checkpoints at steps 2 and 4
     p2, p4 = flat(restored_params(wd, 2)), flat(restored_params(wd, 4))
     assert p2.keys() == p4.keys()

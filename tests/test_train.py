@@ -253,3 +253,19 @@ def test_predict_and_evaluate_from_a_workdir(trained, tmp_path):
     assert (tmp_path / "o" / "0_overlay.png").exists() and (tmp_path / "o" / "0_color.png").exists()
     masks = predict.predict_multiple(workdir, images, tmp_path / "many")
     assert sorted(masks) == ["0.png", "1.png"] and (masks["0.png"] == mask).all()
+
+
+def test_saving_the_best_checkpoint_of_a_step_again_keeps_the_first(tmp_path):
+    # a finished run trained again evaluates its last step again; when its restored
+    # checkpoint predates that evaluation, the best step is saved a second time
+    from fcnjax import checkpoints
+
+    saver = checkpoints.Checkpointer(tmp_path, asynchronous=False)
+    state = {"w": np.arange(3.0)}
+    saver.save_best(4, state, {"step": 4})
+    saver.save_best(4, {"w": np.zeros(3)}, {"step": 4})
+    saver.wait()
+    restored, step = checkpoints.restore_state(tmp_path / "best", None)
+    assert step == 4
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    saver.close()

@@ -1,0 +1,61 @@
+"""Writes the README's pictures into docs/images/ and prints the figures they come with.
+
+    python -m fcnjax                 # the main job first: runs/shapes_fcn8s
+    python docs/figures.py           # then this (about a minute more)
+
+- ``zero_insertion.png``: :func:`fcnjax.viz.zero_insertion` (3x3 input, stride 2, kernel 4).
+- ``shapes_predictions.png``, ``shapes_eval.png``, ``shapes_loss.png``: the main job's
+  trained model on its first four validation images (:func:`fcnjax.viz.segmentation_figure`)
+  and its curves (:func:`fcnjax.viz.plot_metrics`).
+- ``cae_latent.png``, ``cae_latent_grid.png``, ``cae_decoded.png``: ``configs/cae_mnist.py``
+  (the full recipe: batch 32, 10 epochs) trained on fcnjax's look-alike digits
+  (:func:`fcnjax.data.testing.mock_tfds`): MNIST itself cannot be downloaded here. Prints its
+  validation MSE.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from fcnjax import config as config_lib
+from fcnjax import data, predict, train, viz
+from fcnjax.data.testing import mock_tfds
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "images"
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    viz.save_png(OUT / "zero_insertion.png", viz.zero_insertion(3, 2, 4, "SAME"))
+    shapes = ROOT / "runs" / "shapes_fcn8s"
+    if not (shapes / "final_metrics.json").is_file():
+        print(f"{shapes}: run `python -m fcnjax` first", file=sys.stderr)
+        return 1
+    model = predict.load(shapes)
+    val = data.get_source({**model.config.data.to_dict(), "split": "validation"})
+    examples = [val[i] for i in range(4)]
+    figure = viz.segmentation_figure(
+        [e["image"] for e in examples], [model(e["image"]) for e in examples],
+        [e["mask"] for e in examples], class_names=val.class_names, scale=2,
+    )  # fmt: skip
+    viz.save_png(OUT / "shapes_predictions.png", figure)
+    print(f"main job: step {model.step}, predictions of its first 4 validation images")
+    for path in viz.plot_metrics(shapes, shapes / "plots"):
+        if path.name in ("loss.png", "eval.png"):
+            shutil.copy(path, OUT / f"shapes_{path.name}")
+    workdir = ROOT / "runs" / "cae_lookalike"
+    config = config_lib.load_config(str(ROOT / "configs" / "cae_mnist.py"))
+    with mock_tfds(num_examples=6000):
+        result = train.train_and_evaluate(config, workdir)
+    for name in ("latent.png", "latent_grid.png", "decoded.png"):
+        shutil.copy(workdir / name, OUT / f"cae_{name}")
+    print(f"autoencoder (look-alike digits 1/5/6, {result['step']} steps): "
+          f"validation MSE {result['eval']['loss']:.4f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
