@@ -13,6 +13,7 @@ model is rebuilt from the config and its parameters restored from the newest che
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,9 @@ def _apply(model):
 def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predictor:
     """The model of ``workdir`` with the parameters of its ``"latest"`` or ``"best"`` checkpoint.
 
+    Reads only the workdir (``config.json``, ``run_info.json``, the checkpoint): the
+    training data need not be there.
+
     Raises:
       FileNotFoundError: ``workdir`` or its ``config.json`` does not exist.
       CheckpointError: no complete checkpoint, or an unreadable one.
@@ -96,7 +100,9 @@ def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predict
     config = config_lib.from_json((workdir / "config.json").read_text())
     directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
     state, step = ckpt.restore_state(directory, None)
-    run = train.build(config, with_train=False, with_eval=False)
+    info_file = workdir / "run_info.json"  # without it (older workdirs): the data describes it
+    info = json.loads(info_file.read_text()) if info_file.is_file() else None
+    run = train.build(config, with_train=False, with_eval=False, info=info)
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]

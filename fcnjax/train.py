@@ -309,6 +309,18 @@ class Run:
     eval_transform: Any
     example_shape: tuple[int, ...]
     preprocessing: Any = None
+    class_names: tuple[str, ...] | None = None
+
+    def info(self) -> dict[str, Any]:
+        """What prediction needs beyond the config, so that it never reads the data again:
+        written to ``workdir/run_info.json`` by training, read by :func:`build`'s ``info``."""
+        pre = self.preprocessing
+        return {
+            "num_classes": self.task.num_classes if self.task.name == "segmentation" else None,
+            "class_names": list(self.class_names) if self.class_names else None,
+            "example_shape": list(self.example_shape),
+            "preprocessing": dataclasses.asdict(pre) if pre is not None else None,
+        }
 
 
 def _eval_data_config(config) -> dict | None:
@@ -318,9 +330,17 @@ def _eval_data_config(config) -> dict | None:
 
 
 def build(
-    config: ml_collections.ConfigDict, *, with_train: bool = True, with_eval: bool = True
+    config: ml_collections.ConfigDict,
+    *,
+    with_train: bool = True,
+    with_eval: bool = True,
+    info: Mapping[str, Any] | None = None,
 ) -> Run:
-    """Sources, transforms, task and model from a (validated) config."""
+    """Sources, transforms, task and model from a (validated) config.
+
+    ``info`` (a training run's :meth:`Run.info`) replaces the data source where only its
+    metadata is needed (prediction): nothing is read from the dataset, which may be gone.
+    """
     train_source = data_lib.get_source(config.data) if with_train else None
     eval_cfg = _eval_data_config(config)
     eval_source = data_lib.get_source(eval_cfg) if with_eval and eval_cfg is not None else None
@@ -328,7 +348,7 @@ def build(
     unverified = functools.partial(data_lib.get_source, {**config.data.to_dict(), "verify": False})
     reference = train_source if train_source is not None else eval_source
     if reference is None:
-        reference = unverified()
+        reference = _Described(info) if info is not None else unverified()
     model_kw = {k: v for k, v in config.model.to_dict().items() if k != "name"}
     model_kw = {k: tuple(v) if isinstance(v, list) else v for k, v in model_kw.items()}
     name = config.model.get("name")
@@ -382,7 +402,12 @@ def build(
             raise config_lib.ConfigError(
                 "input.normalization='backbone' needs `init.backbone_weights`."
             )
-        preprocessing = _vgg_weights(config)[1]
+        if isinstance(reference, _Described) and reference.preprocessing is not None:
+            from fcnjax import weights
+
+            preprocessing = weights.Preprocessing(**reference.preprocessing)
+        else:
+            preprocessing = _vgg_weights(config)[1]
         normalization = preprocessing
     size = config.input.size
     scale = config.input.scale_range
@@ -394,11 +419,28 @@ def build(
     eval_transform = data_lib.EvalTransform(
         size=size, mode=config.input.eval_mode, normalization=normalization
     )
-    first = eval_transform(reference[0], reference.describe(0))
+    if isinstance(reference, _Described):
+        example_shape = tuple(reference.example_shape)
+    else:
+        example_shape = (1, *eval_transform(reference[0], reference.describe(0))["image"].shape)
+    names = reference.class_names
     return Run(
         config, task, model, train_source, eval_source, train_transform, eval_transform,
-        (1, *first["image"].shape), preprocessing,
+        example_shape, preprocessing, tuple(names) if names else None,
     )  # fmt: skip
+
+
+class _Described:
+    """A source known only by a training run's :meth:`Run.info` (no examples)."""
+
+    def __init__(self, info: Mapping[str, Any]):
+        missing = {"num_classes", "class_names", "example_shape", "preprocessing"} - set(info)
+        if missing:
+            raise ValueError(f"run info lacks {sorted(missing)}; it has {sorted(info)}.")
+        self.num_classes = info["num_classes"]
+        self.class_names = info["class_names"]
+        self.example_shape = info["example_shape"]
+        self.preprocessing = info["preprocessing"]
 
 
 @functools.lru_cache(maxsize=2)
@@ -577,7 +619,8 @@ def evaluate(run: Run, par: Parallel, state: TrainState) -> dict[str, Any]:
 def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str, Any]:
     """Trains (resuming from ``workdir`` when it holds a checkpoint) and evaluates.
 
-    Writes to ``workdir``: ``config.json``, ``checkpoints/`` (latest K) and ``best/``,
+    Writes to ``workdir``: ``config.json``, ``run_info.json`` (the classes, input shape and
+    normalisation, so that prediction needs no data), ``checkpoints/`` (latest K) and ``best/``,
     ``metrics.jsonl`` and TensorBoard events in ``tensorboard/``, ``final_metrics.json``,
     and pictures: ``predictions.png`` (validation inputs | ground truth | prediction) or,
     for the autoencoder, ``reconstructions.png``, ``latent.png`` and ``decoded.png``.
@@ -610,6 +653,8 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
         previous.write_text(text)
 
     run = build(config)
+    if primary:
+        (workdir / "run_info.json").write_text(json.dumps(run.info(), indent=2))
     task, model = run.task, run.model
     choices = EVAL_METRICS[task.name]
     if run.eval_source is not None and config.checkpoint.best_metric not in choices:

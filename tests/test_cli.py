@@ -101,6 +101,23 @@ def test_train_config_errors_name_the_key_and_choices(override, words, tmp_path,
         assert word in err, err
 
 
+def test_prediction_reads_only_the_workdir_not_the_training_data(workdir, monkeypatch):
+    from fcnjax import data, predict
+
+    image = Shapes(1, size=(40, 52), split="test")[0]["image"]
+    expected = predict.load(workdir)(image)
+    info = json.loads((workdir / "run_info.json").read_text())
+    assert info["num_classes"] == 4 and info["class_names"][1] == "circle"
+
+    def gone(*args, **kwargs):
+        raise AssertionError("prediction read the dataset")
+
+    monkeypatch.setattr(data, "get_source", gone)
+    predictor = predict.load(workdir)
+    np.testing.assert_array_equal(predictor(image), expected)
+    assert predictor.run.class_names == ("background", "circle", "square", "triangle")
+
+
 def test_training_a_finished_workdir_again_evaluates_without_retraining(workdir, capsys):
     before = json.loads((workdir / "final_metrics.json").read_text())
     code, out, err = run(["train", "--config", SHAPES, "--workdir", workdir], capsys)

@@ -6,6 +6,7 @@ subprocesses; parameters are compared from the orbax checkpoints they leave.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -269,3 +270,28 @@ def test_saving_the_best_checkpoint_of_a_step_again_keeps_the_first(tmp_path):
     assert step == 4
     np.testing.assert_array_equal(restored["w"], state["w"])
     saver.close()
+
+
+def test_build_from_run_info_needs_neither_data_nor_weights():
+    # normalization="backbone" with ImageNet weights would download them; the run info
+    # carries their preprocessing (through JSON, as run_info.json does)
+    import json
+
+    from fcnjax import weights
+
+    c = config("input.normalization=backbone", "init.backbone_weights=imagenet")
+    info = json.loads(json.dumps({
+        "num_classes": 4, "class_names": ["bg", "a", "b", "c"], "example_shape": [1, 40, 40, 3],
+        "preprocessing": dataclasses.asdict(weights.KERAS_CAFFE),
+    }))  # fmt: skip
+    run = train.build(c, with_train=False, with_eval=False, info=info)
+    assert run.preprocessing == weights.KERAS_CAFFE
+    assert run.task.num_classes == 4 and run.example_shape == (1, 40, 40, 3)
+    assert run.class_names == ("bg", "a", "b", "c")
+    pixel = np.array([[[10, 20, 30]]], np.uint8)
+    out = run.eval_transform({"image": pixel})["image"]
+    np.testing.assert_allclose(out, weights.KERAS_CAFFE(pixel), rtol=1e-6)
+    assert json.loads(json.dumps(run.info())) == info  # what training writes, read back
+    with pytest.raises(ValueError, match=r"run info lacks \['preprocessing'\]"):
+        train.build(c, with_train=False, with_eval=False,
+                    info={k: v for k, v in info.items() if k != "preprocessing"})  # fmt: skip
