@@ -1,4 +1,5 @@
-"""``ops.conv`` (GEMM kernel gradient) against lax and PyTorch; ``layers.Conv`` vs ``nn.Conv``."""
+"""``ops.conv`` (GEMM kernel gradient, im2col) against lax and PyTorch; ``layers.Conv`` vs
+``nn.Conv``."""
 
 from __future__ import annotations
 
@@ -18,19 +19,21 @@ def _lax(x, k, padding):
     )
 
 
+@pytest.mark.parametrize("method", ["gemm", "im2col"])
 @pytest.mark.parametrize(
-    "shape, window, padding",
-    [((2, 9, 7, 5), (3, 3), "SAME"), ((1, 8, 8, 4), (7, 7), "SAME"),
-     ((3, 6, 5, 2), (2, 3), "VALID"), ((2, 6, 6, 3), (3, 3), ((2, 0), (1, 3)))],
+    "shape, window, padding, c_out",
+    [((2, 9, 7, 5), (3, 3), "SAME", 6), ((1, 8, 8, 4), (7, 7), "SAME", 6),
+     ((3, 6, 5, 2), (2, 3), "VALID", 6), ((2, 6, 6, 3), (3, 3), ((2, 0), (1, 3)), 6),
+     ((1, 5, 5, 72), (3, 3), "SAME", 64)],  # 72 x 64 > 4096: the per-tap kernel gradient
 )  # fmt: skip
-def test_gemm_gradients_match_lax_and_torch(rng, shape, window, padding):
+def test_gradients_match_lax_and_torch(rng, shape, window, padding, c_out, method):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(*window, shape[-1], 6)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(*window, shape[-1], c_out)), jnp.float32)
     y_ref = _lax(x, k, padding)
     g = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
     loss = lambda f: lambda x, k: jnp.vdot(f(x, k), g)  # noqa: E731
-    y = ops.conv(x, k, padding, method="gemm")
-    dx, dk = jax.jit(jax.grad(loss(lambda x, k: ops.conv(x, k, padding, method="gemm")), (0, 1)))(
+    y = ops.conv(x, k, padding, method=method)
+    dx, dk = jax.jit(jax.grad(loss(lambda x, k: ops.conv(x, k, padding, method=method)), (0, 1)))(
         x, k
     )
     dx_ref, dk_ref = jax.grad(loss(lambda x, k: _lax(x, k, padding)), (0, 1))(x, k)
@@ -45,14 +48,20 @@ def test_gemm_gradients_match_lax_and_torch(rng, shape, window, padding):
         np.testing.assert_allclose(dk, tk.grad.permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_auto_picks_gemm_only_for_wide_layers_on_cpu():
+def test_auto_picks_gemm_for_wide_layers_and_im2col_for_large_windows_on_cpu():
     x = jnp.ones((1, 4, 4, 64))
-    wide, narrow = jnp.ones((3, 3, 64, 64)), jnp.ones((3, 3, 64, 8))
+    wide, narrow, large = jnp.ones((3, 3, 64, 64)), jnp.ones((3, 3, 64, 8)), jnp.ones((7, 7, 64, 8))
     text = lambda k: jax.jit(jax.grad(lambda x, k: ops.conv(x, k).sum(), 1)).lower(x, k).as_text()  # noqa: E731
-    # The GEMM path's kernel gradient is dot_generals; XLA's is a convolution.
+    # The GEMM path's kernel gradient is dot_generals; XLA's is a convolution; im2col is
+    # a matrix product forward (and so backward), with no convolution at all.
+    forward = lambda x, k: jax.jit(ops.conv).lower(x, k).as_text()  # noqa: E731
     assert "dot_general" in text(wide) and "dot_general" not in text(narrow)
+    assert "convolution" in forward(x, wide)
+    assert "dot_general" in forward(x, large) and "convolution" not in forward(x, large)
+    big = jnp.ones((64, 64, 64, 64))  # columns of 64 * 64 * 64 * 49 * 64 floats: 3 GiB
+    assert "convolution" in forward(big, large)
     with pytest.raises(ValueError, match="`method`"):
-        ops.conv(x, wide, method="im2col")
+        ops.conv(x, wide, method="winograd")
     with pytest.raises(ValueError, match="same C_in"):
         ops.conv(x, jnp.ones((3, 3, 8, 8)))
 

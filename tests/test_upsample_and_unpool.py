@@ -194,3 +194,31 @@ def test_pool_and_unpool_errors():
         ops.max_unpool(p, i, (4,))
     with pytest.raises(ValueError, match=r"`indices` must lie in \[0, 4\)"):
         ops.max_unpool(p, i, (2, 2))
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize(("shape", "window"), [((2, 9, 7, 3), 2), ((1, 8, 8, 2), (2, 3)),
+                                                ((2, 7, 5, 1), 3), ((2, 11, 4), 2)])  # fmt: skip
+def test_max_pool_matches_flax_forward_and_backward(rng, shape, window, padding):
+    import flax.linen as nn
+
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)  # no ties
+    k = (window,) * (len(shape) - 2) if isinstance(window, int) else window
+    ref = lambda x: nn.max_pool(x, k, k, padding=padding)  # noqa: E731
+    y = ops.max_pool(x, window, padding)
+    np.testing.assert_array_equal(y, ref(x))
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    grad = lambda f: jax.grad(lambda x: jnp.vdot(f(x), g))(x)  # noqa: E731
+    np.testing.assert_array_equal(grad(lambda x: ops.max_pool(x, window, padding)), grad(ref))
+
+
+def test_max_pool_ties_go_to_the_first_maximum_and_errors():
+    x = jnp.zeros((1, 2, 2, 1))  # four equal values: PyTorch and select_and_scatter pick one
+    dx = jax.grad(lambda x: ops.max_pool(x, 2).sum())(x)
+    assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="`padding` must be"):
+        ops.max_pool(x, 2, "FULL")
+    with pytest.raises(ValueError, match="larger than the input"):
+        ops.max_pool(x, 3, "VALID")
+    with pytest.raises(ValueError, match="floating point"):
+        ops.max_pool(jnp.zeros((1, 2, 2, 1), jnp.int32), 2)

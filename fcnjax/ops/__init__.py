@@ -15,7 +15,7 @@ from fcnjax.ops._conv_transpose import (
     select_method,
     zero_insert,
 )
-from fcnjax.ops._pooling import max_pool_with_argmax, max_unpool
+from fcnjax.ops._pooling import max_pool, max_pool_with_argmax, max_unpool
 from fcnjax.ops._upsample import bilinear_filter, bilinear_kernel, upsample_bilinear
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "kernel_from_torch",
     "kernel_to_keras",
     "kernel_to_torch",
+    "max_pool",
     "max_pool_with_argmax",
     "max_unpool",
     "select_method",
