@@ -32,6 +32,18 @@ def test_the_three_notebooks_exist_without_outputs():
         assert "colab-badge.svg" in book.cells[0].source, name
 
 
+def test_colab_config_follows_the_smoke_switch(monkeypatch):
+    from fcnjax import colab
+
+    monkeypatch.setenv("FCNJAX_SMOKE", "1")
+    assert colab.smoke() and colab.config("cae_mnist").num_steps == 4  # :runlocal
+    monkeypatch.setenv("FCNJAX_SMOKE", "0")
+    full = colab.config("cae_mnist", overrides=["batch_size=16"])
+    assert not colab.smoke() and full.num_epochs == 10 and full.batch_size == 16
+    with pytest.raises(FileNotFoundError, match="no config 'nope'"):
+        colab.config("nope")
+
+
 def _run(name: str, tmp_path: Path, monkeypatch) -> tuple[nbformat.NotebookNode, float]:
     monkeypatch.setenv("FCNJAX_SMOKE", "1")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
