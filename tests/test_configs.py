@@ -25,6 +25,7 @@ from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import train
 from fcnjax.data import IGNORE_LABEL
+from fcnjax.data.testing import mock_tfds
 from tests.test_data_sources import write_image, write_mask
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -41,6 +42,7 @@ NAMES = (
 )
 SUMMARY_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
 RNG = np.random.default_rng(0)
+PET_RECORDS = 4  # per split, from fcnjax.data.testing.pet_records
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -158,27 +160,6 @@ def make_camvid(root: Path):
     return [f"data.root={str(root)!r}"], labelled, masks["train"]
 
 
-def pet_records(split: str):
-    """Records shaped like TFDS ``oxford_iiit_pet``: trimaps 1 pet, 2 background, 3 border."""
-    rng = np.random.default_rng({"train": 1, "test": 2}[split])
-    records = []
-    for h, w in [(30, 40), (36, 28), (40, 40), (28, 36)]:
-        trimap = np.full((h, w, 1), 2, np.uint8)
-        trimap[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1
-        trimap[h // 4, w // 4 : 3 * w // 4] = 3
-        records.append(
-            {
-                "image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
-                "segmentation_mask": trimap,
-                "label": 0,
-                "species": 0,
-                "file_name": f"{split}.jpg",
-                "head_bbox": np.zeros(4, np.float32),
-            }  # fmt: skip
-        )
-    return records
-
-
 # --------------------------------------------------------------------------------------
 # training runs, one per config (and the staged FCN runs), cached for the module
 
@@ -223,10 +204,8 @@ def runs(tmp_path_factory, voc_overrides):
     def mnist_mock():
         return tfds.testing.mock_data(num_examples=40)
 
-    def pets_mock():
-        return tfds.testing.mock_data(
-            as_data_source_fn=lambda self, split, **kw: pet_records(split)
-        )
+    def pets_mock():  # TFDS-shaped pets: trimaps 1 pet, 2 background, 3 border
+        return mock_tfds(num_examples=PET_RECORDS)
 
     def setup(name):  # -> (overrides, eval labelled pixels, mock context or None, extra)
         if name == "shapes_fcn8s":  # 16 whole generated 40x40 validation images, all labelled
@@ -256,7 +235,7 @@ def runs(tmp_path_factory, voc_overrides):
             return ov, voc_labelled, None, None
         if name == "fcn8s_pets":
             # resized to 32x32 for evaluation; every trimap pixel is a class (pet_classes=3)
-            return [], len(pet_records("test")) * 32 * 32, pets_mock, None
+            return [], PET_RECORDS * 32 * 32, pets_mock, None
         if name == "segnet_camvid":
             ov, n, train_masks = make_camvid(tmp / "camvid")
             return ov, n, None, train_masks

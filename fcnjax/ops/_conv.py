@@ -98,19 +98,28 @@ def _select(x_shape, k_shape, pads, dtype) -> str:
         return "xla"
     kh, kw, c_in, c_out = k_shape
     n, h, w = x_shape[0], x_shape[1] + sum(pads[0]) - kh + 1, x_shape[2] + sum(pads[1]) - kw + 1
-    cols = n * h * w * kh * kw * c_in * jnp.dtype(dtype).itemsize
-    if kh * kw >= _MIN_IM2COL_TAPS and cols <= _MAX_IM2COL_BYTES:
+    if kh * kw >= _MIN_IM2COL_TAPS and _columns_fit(n * h * w, k_shape, dtype):
         return "im2col"
     return "gemm" if min(c_in, c_out) >= _MIN_GEMM_CHANNELS else "xla"
+
+
+def _columns_fit(outputs: int, k_shape, dtype) -> bool:
+    """Whether the im2col columns of ``outputs`` positions stay under the memory bound."""
+    kh, kw, c_in, _ = k_shape
+    return outputs * kh * kw * c_in * jnp.dtype(dtype).itemsize <= _MAX_IM2COL_BYTES
+
+
+def _columns(xp, kh, kw, h, w):
+    """``(N, h, w, kh * kw * C_in)``: the padded input's taps, tap-major like a
+    ``(kh, kw, C_in, C_out)`` kernel reshaped to ``(kh * kw * C_in, C_out)``."""
+    taps = [xp[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(taps, axis=-1)
 
 
 def _conv_im2col(x, kernel, pads):
     kh, kw, c_in, c_out = kernel.shape
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    h, w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    cols = jnp.concatenate(
-        [xp[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
-    )  # (N, H, W, kh * kw * C_in), tap-major like the kernel's reshape
+    cols = _columns(xp, kh, kw, xp.shape[1] - kh + 1, xp.shape[2] - kw + 1)
     return lax.dot_general(cols, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())))
 
 
@@ -132,15 +141,14 @@ def _bwd(pads, residuals, g):
     kh, kw, c_in, c_out = kernel.shape
     n, h, w = g.shape[:3]
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    cols_bytes = n * h * w * kh * kw * c_in * jnp.dtype(x.dtype).itemsize
-    if c_in * c_out <= _MAX_TAP_OUTPUTS and cols_bytes <= _MAX_IM2COL_BYTES:
+    if c_in * c_out <= _MAX_TAP_OUTPUTS and _columns_fit(n * h * w, kernel.shape, x.dtype):
         # One (taps * C_in, N*H*W) @ (N*H*W, C_out) product: a tap's small C_in x C_out
         # output leaves a core idle (VGG16's 224x224 64 -> 64 layer: 1.25 -> 0.67 s).
-        cols = jnp.concatenate(
-            [xp[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
-        )
         dk = lax.dot_general(
-            cols, g, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32
+            _columns(xp, kh, kw, h, w),
+            g,
+            (((0, 1, 2), (0, 1, 2)), ((), ())),
+            preferred_element_type=jnp.float32,
         )
         return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
     taps = [

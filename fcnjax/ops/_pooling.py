@@ -28,6 +28,15 @@ def _take_first_max(a, b):
     return jnp.where(a_wins, av, bv), jnp.where(a_wins, ai, bi)
 
 
+def _pooling_input(x: ArrayLike) -> Array:
+    x = jnp.asarray(x)
+    if x.ndim < 3:
+        raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"`x` must be floating point, got dtype {x.dtype}.")
+    return x
+
+
 def max_pool(x: ArrayLike, window: IntOrSeq = 2, padding: str = "VALID") -> Array:
     """Non-overlapping max pooling (stride = window), as reshapes and one reduction.
 
@@ -54,11 +63,7 @@ def max_pool(x: ArrayLike, window: IntOrSeq = 2, padding: str = "VALID") -> Arra
     Array([[0., 1., 0.],
            [0., 0., 1.]], dtype=float32)
     """
-    x = jnp.asarray(x)
-    if x.ndim < 3:
-        raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"`x` must be floating point, got dtype {x.dtype}.")
+    x = _pooling_input(x)
     n = x.ndim - 2
     window = _per_dim("window", window, n, 1)
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
@@ -125,11 +130,7 @@ def max_pool_with_argmax(
     >>> pooled[0, ..., 0], idx[0, ..., 0]
     (Array([[5., 7.]], dtype=float32), Array([[1, 6]], dtype=int32))
     """
-    x = jnp.asarray(x)
-    if x.ndim < 3:
-        raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"`x` must be floating point, got dtype {x.dtype}.")
+    x = _pooling_input(x)
     n = x.ndim - 2
     spatial = x.shape[1:-1]
     window = _per_dim("window", window, n, 1)
