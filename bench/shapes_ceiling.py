@@ -7,7 +7,7 @@ the best scores such a grid can hold, the log of each cell's true class fraction
 the mean IoU of their bilinear upsampling is (roughly) the best FCN-8s can reach: its
 errors are rounded corners and blurred thin parts, whatever it learns. This prints that
 bound for several image sizes and object sizes of the ``shapes`` source (256 validation
-images each), which is how ``configs/shapes_fcn8s.py`` chose its data.
+images each), which is how the ``shapes_fcn8s`` config chose its data.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ CASES = [  # (image size, radius_range, max_objects)
     (64, (0.09, 0.2), 4),  # the source's defaults at 64x64
     (64, (0.15, 0.3), 3),
     (96, (0.09, 0.2), 4),
-    (96, (0.15, 0.3), 3),  # configs/shapes_fcn8s.py
+    (96, (0.15, 0.3), 3),  # the shapes_fcn8s config
     (128, (0.09, 0.2), 4),
     (128, (0.15, 0.3), 3),
 ]

@@ -19,7 +19,7 @@ first step after a switch; see ``TorchWorker``).
    `bench/models.py` (channels_last) with the same dropout, `torch.optim.SGD`,
    `F.cross_entropy(ignore_index=255)`. Without --quick, also a breakdown of both steps
    into forward (loss), forward+backward, and the whole step.
-2. The shapes recipe's step in fcnjax alone (images/s): `configs/shapes_fcn8s.py` when it
+2. The shapes recipe's step in fcnjax alone (images/s): the `shapes_fcn8s` config when it
    exists, else FCN-8s width 0.25 on vgg16_bn (BatchNorm), 4 classes, no dropout,
    bilinear final upsampling, batch 16 at 64x64, AdamW lr 2e-3.
 3. Seed 003's autoencoder (28x28x1, batch 32, Adam 1e-3, mean squared error), fcnjax
@@ -53,7 +53,6 @@ from fcnjax import models  # noqa: E402
 from fcnjax.optim import make_optimizer  # noqa: E402
 from fcnjax.train import Task, create_train_state, train_step  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 IGNORE = 255
 
 
@@ -278,8 +277,7 @@ def torch_autoencoder_step(batch):
 
 def shapes_setup():
     """Model, input size, batch size and optimizer of the shapes recipe, and where from."""
-    path = REPO / "configs" / "shapes_fcn8s.py"
-    if not path.exists():
+    if "shapes_fcn8s" not in config_lib.config_names():
         model = dict(
             name="fcn8s",
             num_classes=4,
@@ -289,13 +287,13 @@ def shapes_setup():
             final_upsample="bilinear",
         )
         return model, (64, 64), 16, dict(name="adamw", learning_rate=2e-3), 1000, "built-in"
-    config = config_lib.load_config(str(path))
+    config = config_lib.load_config("shapes_fcn8s")
     model = dict(config.model)
     model.setdefault("num_classes", config.data.get("num_classes", 4))
     size = config.input.size or config.data.get("size", 64)
     size = (size, size) if isinstance(size, int) else tuple(size)
     steps = config.num_steps or 1000
-    where = f"configs/shapes_fcn8s.py (dtype {config.dtype})"
+    where = f"the shapes_fcn8s config (dtype {config.dtype})"
     return model, size, config.batch_size, config.optimizer.to_dict(), steps, where
 
 

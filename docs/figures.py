@@ -7,7 +7,7 @@
 - ``shapes_predictions.png``, ``shapes_eval.png``, ``shapes_loss.png``: the main job's
   trained model on its first four validation images (:func:`fcnjax.viz.segmentation_figure`)
   and its curves (:func:`fcnjax.viz.plot_metrics`).
-- ``cae_latent.png``, ``cae_latent_grid.png``, ``cae_decoded.png``: ``configs/cae_mnist.py``
+- ``cae_latent.png``, ``cae_latent_grid.png``, ``cae_decoded.png``: the ``cae_mnist`` config
   (the full recipe: batch 32, 10 epochs) trained on fcnjax's look-alike digits
   (:func:`fcnjax.data.testing.mock_tfds`): MNIST itself cannot be downloaded here. Prints its
   validation MSE.
@@ -47,7 +47,7 @@ def main() -> int:
         if path.name in ("loss.png", "eval.png"):
             shutil.copy(path, OUT / f"shapes_{path.name}")
     workdir = ROOT / "runs" / "cae_lookalike"
-    config = config_lib.load_config(str(ROOT / "configs" / "cae_mnist.py"))
+    config = config_lib.load_config("cae_mnist")
     with mock_tfds(num_examples=6000):
         result = train.train_and_evaluate(config, workdir)
     for name in ("latent.png", "latent_grid.png", "decoded.png"):

@@ -1,13 +1,15 @@
-"""``fcnjax`` commands. With no command, trains the offline default (``configs/shapes_fcn8s.py``).
+"""``fcnjax`` commands. With no command, trains the offline default (the ``shapes_fcn8s`` config).
 
-    fcnjax train --config configs/X.py[:arg] --workdir DIR [--config.key=value ...]
+    fcnjax train --config NAME[:arg] --workdir DIR [--config.key=value ...]
     fcnjax evaluate --workdir DIR [--split test] [--checkpoint best]
     fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR
-    fcnjax verify --config configs/X.py [--config.key=value ...]
+    fcnjax verify --config NAME [--config.key=value ...]
     fcnjax plot --workdir DIR [--output DIR]   # training curves (needs fcnjax[viz])
     fcnjax demo      # the transposed-convolution op demo
 
-The parser only parses; everything else is the library (:mod:`fcnjax.train`,
+A config is a recipe shipped in :mod:`fcnjax.configs` by name (``shapes_fcn8s``) or the
+path of a config file (``path/to/my_config.py:arg``); :func:`fcnjax.config.load_config`
+resolves both. The parser only parses; everything else is the library (:mod:`fcnjax.train`,
 :mod:`fcnjax.predict`). Errors in what the user gave (a config key, a file, a checkpoint)
 print one message naming it and exit with status 2 (usage) or 1 (data, checkpoint).
 """
@@ -22,15 +24,16 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_CONFIG", "main"]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes_fcn8s.py"
+DEFAULT_CONFIG = "shapes_fcn8s"  # in fcnjax/configs, so an installed wheel runs it
 DEFAULT_WORKDIR = "runs/shapes_fcn8s"
+CONFIG_HELP = "a shipped config (shapes_fcn8s, cae_mnist, ...) or a .py file; optionally :arg"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcnjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="train and evaluate a config (resumes from --workdir)")
-    train.add_argument("--config", required=True, help="configs/X.py, optionally :arg")
+    train.add_argument("--config", required=True, help=CONFIG_HELP)
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and pictures")
     ev = sub.add_parser("evaluate", help="FCN metrics of a trained workdir on a split")
     ev.add_argument("--workdir", required=True)
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
     pr.add_argument("--no-overlay", action="store_true")
     ve = sub.add_parser("verify", help="check a config's datasets (every example)")
-    ve.add_argument("--config", required=True)
+    ve.add_argument("--config", required=True, help=CONFIG_HELP)
     pl = sub.add_parser("plot", help="training curves of a workdir as PNGs (matplotlib)")
     pl.add_argument("--workdir", required=True)
     pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     if not argv:  # the offline default job
-        argv = ["train", "--config", str(DEFAULT_CONFIG), "--workdir", DEFAULT_WORKDIR]
+        argv = ["train", "--config", DEFAULT_CONFIG, "--workdir", DEFAULT_WORKDIR]
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()

@@ -3,8 +3,9 @@ device facts, timing and display.
 
 The notebooks run on Colab (TPU, GPU or CPU runtimes) and in this repository's tests. Set
 the environment variable ``FCNJAX_SMOKE=1`` and every notebook runs its configs'
-``:runlocal`` variants on generated data (:func:`fcnjax.data.testing.mock_tfds` instead of
-TFDS downloads) in a minute or two on a CPU.
+``:runlocal`` variants in a minute or two on a CPU, with TFDS datasets prepared, as for
+a user, from generated look-alike release files (:func:`fcnjax.data.testing.tfds_release`)
+instead of downloads.
 
 >>> config("shapes_fcn8s", "runlocal").num_steps  # an explicit argument wins over the switch
 4
@@ -13,8 +14,10 @@ TFDS downloads) in a minute or two on a CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +29,6 @@ import numpy as np
 __all__ = ["SMOKE_ENV", "config", "data_context", "devices", "show", "smoke", "timeit"]
 
 SMOKE_ENV = "FCNJAX_SMOKE"
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def smoke() -> bool:
@@ -35,32 +37,32 @@ def smoke() -> bool:
 
 
 def config(name: str, arg: str | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """``configs/NAME.py`` (``:runlocal`` in smoke mode), with ``"key=value"`` overrides.
+    """The config ``name`` (``:runlocal`` in smoke mode), with ``"key=value"`` overrides.
 
-    The configs live in the repository next to the ``fcnjax`` package: install from a clone
-    (``pip install -e .``), as the notebooks' first cell does.
+    ``name`` is a recipe shipped in :mod:`fcnjax.configs` or a config file's path, as
+    :func:`fcnjax.config.load_config` takes it (which raises ConfigError for neither).
     """
     from fcnjax import config as config_lib
 
-    path = CONFIGS / f"{name}.py"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no config {name!r}. The configs are in the fcnjax repository's configs/ "
-            "folder: clone it and `pip install -e` it (the notebooks' first cell does)."
-        )
     arg = "runlocal" if smoke() and arg is None else arg
-    c = config_lib.load_config(f"{path}:{arg}" if arg else str(path))
+    c = config_lib.load_config(f"{name}:{arg}" if arg else name)
     config_lib.apply_overrides(c, list(overrides))
     return c
 
 
 def data_context() -> contextlib.AbstractContextManager:
-    """Generated TFDS records in smoke mode (no download), else nothing."""
+    """In smoke mode, TFDS's MNIST and Oxford-IIIT Pet from generated release files (no
+    download; prepared once per process, in a temporary folder); else nothing."""
     if smoke():
-        from fcnjax.data.testing import mock_tfds
+        from fcnjax.data.testing import tfds_release
 
-        return mock_tfds()
+        return tfds_release(_smoke_dir(), num_examples=64)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _smoke_dir() -> str:
+    return tempfile.mkdtemp(prefix="fcnjax-smoke-")
 
 
 def devices() -> str:

@@ -1,10 +1,17 @@
-"""Training configs: the defaults every ``configs/*.py`` starts from, loading and overrides.
+"""Training configs: the defaults every config starts from, loading by name or path, overrides.
 
 A config file defines ``get_config(arg=None)`` returning an ``ml_collections.ConfigDict``
-(``arg`` is the text after a colon: ``configs/shapes_fcn8s.py:runlocal``). It starts from
+(``arg`` is the text after a colon: ``shapes_fcn8s:runlocal``). It starts from
 :func:`default_config` and overrides fields, so every run has every field and a typo is
-an error, not a silently ignored setting.
+an error, not a silently ignored setting. The recipes ship in :mod:`fcnjax.configs` and
+are chosen by name; any other config is given by the path of its file.
 
+>>> load_config("shapes_fcn8s:runlocal").num_steps
+4
+>>> load_config("shapes_fcn9s")
+Traceback (most recent call last):
+...
+fcnjax.config.ConfigError: unknown config 'shapes_fcn9s': not a shipped config (cae_mnist, ...
 >>> config = default_config()
 >>> apply_overrides(config, ["batch_size=8", "optimizer.name=adamw"])
 >>> config.batch_size, config.optimizer.name
@@ -18,17 +25,26 @@ fcnjax.config.ConfigError: unknown config key 'optimiser' (in 'optimiser.name');
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import json
 import os
+import pkgutil
 from collections.abc import Iterable
 from typing import Any
 
 import ml_collections
 
-from fcnjax import optim
+from fcnjax import configs, optim
 
-__all__ = ["ConfigError", "apply_overrides", "default_config", "load_config", "validate"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "config_names",
+    "default_config",
+    "load_config",
+    "validate",
+]
 
 TASKS = ("segmentation", "autoencoder")
 PARALLEL = ("jit", "pmap")
@@ -106,21 +122,47 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def config_names() -> tuple[str, ...]:
+    """The recipes shipped in :mod:`fcnjax.configs`, by name (``"shapes_fcn8s"``, ...)."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(configs.__path__)))
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
-    """``"path/to/config.py[:arg]"`` -> ``get_config(arg)``, validated."""
-    path, _, arg = str(spec).partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist.")
-    module_spec = importlib.util.spec_from_file_location("fcnjax_user_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    """``"NAME[:arg]"`` or ``"path/to/config.py[:arg]"`` -> ``get_config(arg)``, validated.
+
+    ``NAME`` is a recipe shipped in :mod:`fcnjax.configs` (:func:`config_names`); anything
+    else is the path of a config file, which may import and extend a shipped recipe
+    (``from fcnjax.configs import shapes_fcn8s``). Raises ConfigError naming the shipped
+    configs when ``spec`` is neither.
+    """
+    where, _, arg = str(spec).partition(":")
+    if where in config_names():
+        module = importlib.import_module(f"fcnjax.configs.{where}")
+    else:
+        module = _load_file(where)
     if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file {path!r} has no get_config().")
+        raise ConfigError(f"config {where!r} has no get_config().")
     config = module.get_config(arg) if arg else module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
-        raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict.")
+        raise ConfigError(f"{where}: get_config() must return an ml_collections.ConfigDict.")
     validate(config)
     return config
+
+
+def _load_file(path: str):
+    shipped = ", ".join(config_names())
+    if os.path.isdir(path):
+        raise ConfigError(f"config {path!r} is a directory; give a .py file or one of: {shipped}.")
+    if not os.path.isfile(path):
+        if "/" in path or os.sep in path or path.endswith(".py"):
+            raise ConfigError(f"config file {path!r} does not exist; shipped configs: {shipped}.")
+        raise ConfigError(f"unknown config {path!r}: not a shipped config ({shipped}) nor a file.")
+    module_spec = importlib.util.spec_from_file_location("fcnjax_user_config", path)
+    if module_spec is None:
+        raise ConfigError(f"config file {path!r} is not a Python file (.py).")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:

@@ -1,6 +1,6 @@
 """Prediction and evaluation from a training workdir (keras-segmentation's names).
 
->>> # after `fcnjax train --config configs/shapes_fcn8s.py --workdir runs/shapes`:
+>>> # after `fcnjax train --config shapes_fcn8s --workdir runs/shapes`:
 >>> # mask = predict_segmentation("runs/shapes", "photo.png", out_fname="out/photo.png")
 >>> # predict_multiple("runs/shapes", "photos/", "out/")
 >>> # evaluate_segmentation("runs/shapes")["mean_iou"]

@@ -33,13 +33,9 @@ layer (``classifier.6``) is dropped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcnjax import download
 from fcnjax.models.vgg import VGG16_CONVS
 
 __all__ = [
@@ -91,10 +88,9 @@ _TORCH_NAMES = {
 }
 _CLASSIFIER = ("fc1", "fc2", "predictions")
 _FC_TARGETS = {"fc1": "fc6", "fc2": "fc7"}
-_CHUNK = 1 << 20
 
 
-class WeightsUnavailableError(OSError):
+class WeightsUnavailableError(download.DownloadError):
     """The weights file is neither cached nor downloadable (e.g. no network)."""
 
 
@@ -190,93 +186,33 @@ def _is_url(s: Any) -> bool:
     return isinstance(s, str) and urllib.parse.urlparse(s).scheme in ("http", "https", "file")
 
 
-def _expected_digests(url: str | None, sha256: str | None) -> list[tuple[str, str, str]]:
-    """``(algorithm, expected hex digest or prefix, where the expectation comes from)``."""
+def _expected_digests(url: str | None, sha256: str | None) -> list[download.Check]:
     checks = []
     if url is not None:
         if url in KNOWN_CHECKSUMS:
-            algo, digest = KNOWN_CHECKSUMS[url]
-            checks.append((algo, digest, "published checksum"))
+            checks.append(download.Check(*KNOWN_CHECKSUMS[url], "published checksum"))
         elif urllib.parse.urlparse(url).netloc == "download.pytorch.org":
             m = _TORCH_HUB_HASH.search(urllib.parse.urlparse(url).path)
             if m:
-                checks.append(("sha256", m.group(1), "sha256 prefix in the file name"))
+                prefix = download.Check("sha256", m.group(1), "sha256 prefix in the file name")
+                checks.append(prefix)
     if sha256 is not None:
         digest = sha256.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ValueError(f"`sha256` must be 64 hex digits; got {sha256!r}.")
-        checks.append(("sha256", digest, "the given sha256"))
+        checks.append(download.Check("sha256", digest, "the given sha256"))
     return checks
 
 
-def _digests(path: Path) -> dict[str, str]:
-    hashers = {"md5": hashlib.md5(usedforsecurity=False), "sha256": hashlib.sha256()}
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            for h in hashers.values():
-                h.update(chunk)
-    return {k: h.hexdigest() for k, h in hashers.items()}
-
-
-def _verify(path: Path, checks: list[tuple[str, str, str]], what: str) -> None:
-    if not checks:
-        return
-    actual = _digests(path)
-    for algo, expected, source in checks:
-        if not actual[algo].startswith(expected):
-            raise ValueError(
-                f"Checksum mismatch for {what}: expected {algo} {expected} ({source}), "
-                f"got {algo} {actual[algo]}."
-            )
-
-
-def _fetch(url: str, cache_dir: Path, checks: list[tuple[str, str, str]]) -> Path:
-    """The cached copy of ``url``, downloaded (to a temporary name, then renamed) if absent."""
+def _fetch(url: str, cache_dir: Path, checks: list[download.Check]) -> Path:
+    """The cached, verified copy of ``url`` (:func:`fcnjax.download.fetch`)."""
     name = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path))
-    dest = cache_dir / (name or "vgg16_weights")
-    if dest.exists():
-        _verify(dest, checks, f"the cached file {dest} (delete it to download it again)")
-        return dest
-
-    expect = "".join(
-        f" ({algo} {digest}{'...' * (len(digest) < 32)})" for algo, digest, _ in checks[:1]
-    )
-    advice = (
-        f"Download it on a machine with network access and place it at {dest}{expect}; "
-        f"load_vgg16 then uses it without downloading. Or pass a local file path instead."
-    )
     try:
-        response = urllib.request.urlopen(url, timeout=60)
-    except urllib.error.HTTPError as e:
-        raise WeightsUnavailableError(
-            f"Could not download {url}: the server answered HTTP {e.code} ({e.reason}). " + advice
-        ) from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        if urllib.parse.urlparse(url).scheme == "file":
-            raise WeightsUnavailableError(f"Could not read {url} ({reason}).") from e
-        raise WeightsUnavailableError(
-            f"Could not download {url}: no network connection ({reason}). " + advice
-        ) from e
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f, response:
-            try:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-            except OSError as e:
-                raise WeightsUnavailableError(
-                    f"The download of {url} broke off ({e}). " + advice
-                ) from e
-        _verify(tmp, checks, f"the download of {url}")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+        return download.fetch(
+            url, cache_dir, checks, fname=name or "vgg16_weights", progressbar=True
+        )
+    except download.DownloadError as e:
+        raise WeightsUnavailableError(f"{e} Or pass a local file path instead.") from e
 
 
 # --------------------------------------------------------------------------------------
@@ -571,7 +507,7 @@ def load_vgg16(
         path = Path(os.fspath(url)).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"No VGG16 weights file at {path}.")
-        _verify(path, _expected_digests(None, sha256), str(path))
+        download.verify(path, _expected_digests(None, sha256), str(path))
 
     kind = _sniff(path)
     wanted = set(VGG16_CONVS) | ({"fc1", "fc2"} if fc else set())

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from fcnjax import cli
+from fcnjax import config as config_lib
 from fcnjax.data import Shapes
 
-ROOT = Path(__file__).resolve().parent.parent
-SHAPES = str(ROOT / "configs" / "shapes_fcn8s.py") + ":runlocal"
+SHAPES = "shapes_fcn8s:runlocal"
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,8 @@ def test_plot_writes_training_curves(workdir, tmp_path, capsys):
 def test_missing_files_and_bad_arguments(tmp_path, capsys):
     code, _, err = run(["train", "--config", tmp_path / "nope.py", "--workdir", tmp_path], capsys)
     assert code == 2 and "nope.py" in err and "does not exist" in err
+    assert "shapes_fcn8s" in err  # the shipped configs are named
+    assert len(err.strip().splitlines()) == 1, err
     code, _, err = run(["evaluate", "--workdir", tmp_path / "empty"], capsys)
     assert code == 2 and "no config.json" in err
     with pytest.raises(SystemExit) as e:
@@ -205,8 +207,7 @@ def test_verify_reports_bad_examples(tmp_path, capsys):
     for i, mask_size in enumerate([(16, 16), (16, 16), (8, 8)]):
         Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "images" / f"{i}.png")
         Image.fromarray(np.zeros(mask_size, np.uint8)).save(root / "masks" / f"{i}.png")
-    config = ROOT / "configs" / "unet_catdog.py"
-    args = ["verify", "--config", f"{config}:runlocal", f"--config.data.root={root}",
+    args = ["verify", "--config", "unet_catdog:runlocal", f"--config.data.root={root}",
             "--config.data.images=images"]  # fmt: skip
     code, out, _ = run(args, capsys)
     assert code == 1
@@ -215,3 +216,74 @@ def test_verify_reports_bad_examples(tmp_path, capsys):
     Image.fromarray(np.ones((16, 16), np.uint8)).save(root / "masks" / "2.png")
     code, out, _ = run(args, capsys)
     assert code == 0 and "3 examples, 0 bad" in out
+
+
+@pytest.mark.parametrize("command", ["train", "verify"])
+def test_a_config_that_is_neither_a_name_nor_a_file_lists_the_shipped_ones(
+    command, tmp_path, capsys
+):
+    args = [command, "--config", "shapes_fcn9s:runlocal"]
+    args += ["--workdir", tmp_path / "wd"] if command == "train" else []
+    code, out, err = run(args, capsys)
+    assert code == 2, out + err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"fcnjax {command}: config error: unknown config 'shapes_fcn9s'" in err
+    for name in config_lib.config_names():
+        assert name in err
+    assert not (tmp_path / "wd").exists()
+
+
+def test_a_config_directory_is_named_as_one(tmp_path, capsys):
+    code, _, err = run(["train", "--config", tmp_path, "--workdir", tmp_path / "wd"], capsys)
+    assert code == 2 and "is a directory" in err and "does not exist" not in err, err
+    assert "shapes_fcn8s" in err
+
+
+def test_configs_by_name_and_by_path_are_the_same_config():
+    assert {"shapes_fcn8s", "cae_mnist", "fcn32s_voc", "fcn16s_voc"} <= set(
+        config_lib.config_names()
+    )
+    assert "__init__" not in config_lib.config_names()
+    from fcnjax import configs
+
+    shipped = Path(configs.__file__).parent / "shapes_fcn8s.py"
+    by_name = config_lib.load_config("shapes_fcn8s:runlocal")
+    by_path = config_lib.load_config(f"{shipped}:runlocal")
+    assert by_name.to_dict() == by_path.to_dict() and by_name.num_steps == 4
+    assert config_lib.load_config("shapes_fcn8s").num_steps == 2800  # no :arg, the full run
+    staged = config_lib.load_config("fcn16s_voc")  # imports fcn32s_voc and overrides it
+    assert staged.model.name == "fcn16s" and staged.optimizer.learning_rate == 1e-12
+    assert staged.loss.reduction == "sum"  # from fcn32s_voc
+
+
+def test_a_users_config_file_extends_a_shipped_one(tmp_path, capsys):
+    mine = tmp_path / "my_config.py"
+    mine.write_text(
+        "from fcnjax.configs import shapes_fcn8s\n\n\n"
+        "def get_config(arg=None):\n"
+        "    c = shapes_fcn8s.get_config(arg)\n"
+        "    c.num_steps = 3\n"
+        "    c.log_every_steps = 1\n"
+        "    return c\n"
+    )
+    config = config_lib.load_config(f"{mine}:runlocal")
+    assert config.num_steps == 3 and config.model.width == 0.0625  # runlocal's, kept
+    assert config_lib.load_config(str(mine)).model.width == 0.125
+    code, out, err = run(["verify", "--config", f"{mine}:runlocal"], capsys)
+    assert code == 0, err
+    assert "data: Shapes, 32 examples, 0 bad" in out  # runlocal's data, through the CLI
+
+
+def test_no_arguments_trains_the_shipped_default(tmp_path, monkeypatch, capsys):
+    from fcnjax import train
+
+    seen = {}
+
+    def fake_train(config, workdir):
+        seen.update(config=config, workdir=workdir)
+        return {"eval": {}, "step": 0, "seconds": 0.0, "workdir": workdir, "interrupted": None}
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+    assert cli.main([]) == 0
+    assert seen["workdir"] == "runs/shapes_fcn8s"
+    assert seen["config"].to_dict() == config_lib.load_config("shapes_fcn8s").to_dict()

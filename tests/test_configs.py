@@ -1,8 +1,9 @@
-"""Every ``configs/*.py`` recipe trains for real (its ``runlocal`` variant) on tiny data
+"""Every ``fcnjax/configs`` recipe trains for real (its ``runlocal`` variant) on tiny data
 written here in the real formats, through ``fcnjax.train.train_and_evaluate``.
 
 As flax's ``examples/*/train_test.py``: one whole (short) training per config, on files in
-the dataset's own layout or on ``tfds.testing.mock_data``; then the outcomes are checked:
+the dataset's own layout (TFDS datasets from look-alike release files, prepared without
+TensorFlow: ``fcnjax.data.testing.tfds_release``); then the outcomes are checked:
 the final step, the checkpoints, ``config.json``, ``metrics.jsonl``, the pictures, the
 evaluation metrics against the data written, and parameters that must (or must not) move.
 Each config trains once per module (fixtures cache the workdirs); compiling dominates.
@@ -25,10 +26,9 @@ from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import train
 from fcnjax.data import IGNORE_LABEL
-from fcnjax.data.testing import mock_tfds
+from fcnjax.data.testing import tfds_release
 from tests.test_data_sources import write_image, write_mask
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 NAMES = (
     "shapes_fcn8s",
     "cae_mnist",
@@ -58,7 +58,7 @@ def _cheap_compiles():
 
 
 def load(name: str, *overrides: str):
-    config = config_lib.load_config(f"{CONFIGS / name}.py:runlocal")
+    config = config_lib.load_config(f"{name}:runlocal")
     config_lib.apply_overrides(config, overrides)
     return config
 
@@ -195,17 +195,16 @@ def voc_overrides(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, voc_overrides):
     """``runs(name)``: the run of config ``name`` (trained on first use)."""
-    import tensorflow_datasets as tfds
-
     tmp = tmp_path_factory.mktemp("runs")
     voc, voc_labelled = voc_overrides
     cache = {}
 
+    # TFDS datasets: look-alike release files, prepared without TensorFlow as for users.
     def mnist_mock():
-        return tfds.testing.mock_data(num_examples=40)
+        return tfds_release(tmp / "mnist", ("mnist",), num_examples=40)
 
     def pets_mock():  # TFDS-shaped pets: trimaps 1 pet, 2 background, 3 border
-        return mock_tfds(num_examples=PET_RECORDS)
+        return tfds_release(tmp / "pets", ("oxford_iiit_pet",), num_examples=PET_RECORDS)
 
     def setup(name):  # -> (overrides, eval labelled pixels, mock context or None, extra)
         if name == "shapes_fcn8s":  # 16 whole generated 40x40 validation images, all labelled
@@ -428,17 +427,16 @@ def test_segnet_camvid_uses_median_frequency_weights(runs):
 
 
 def test_every_config_loads_and_validates():
-    files = sorted(p.stem for p in CONFIGS.glob("*.py"))
-    assert files == sorted(NAMES)
+    assert config_lib.config_names() == tuple(sorted(NAMES))
     for name in NAMES:
-        full = config_lib.load_config(str(CONFIGS / f"{name}.py"))
-        local = config_lib.load_config(f"{CONFIGS / name}.py:runlocal")
+        full = config_lib.load_config(name)
+        local = config_lib.load_config(f"{name}:runlocal")
         assert local.model.name == full.model.name and local.task == full.task
         assert local.num_steps is not None and local.num_epochs is None
         assert (full.num_steps is None) != (full.num_epochs is None)
         config_lib.validate(full)
         with pytest.raises(ValueError, match="unknown config argument 'bogus'"):
-            config_lib.load_config(f"{CONFIGS / name}.py:bogus")
+            config_lib.load_config(f"{name}:bogus")
 
 
 def test_overrides_parse_literals_and_keep_bare_words_for_string_fields():

@@ -1,8 +1,9 @@
 """The colab/ notebooks, executed top to bottom on the CPU in smoke mode (nbclient).
 
 ``FCNJAX_SMOKE=1`` makes every notebook run its configs' ``:runlocal`` variants on
-generated data (TFDS mocked with look-alike records); the issue's budget is 3 minutes a
-notebook. Outputs are never committed: the files must hold none.
+generated data: TFDS's MNIST and Oxford-IIIT Pet are prepared without TensorFlow, as for a
+user, from look-alike release files in the real formats (``fcnjax.colab.data_context``);
+the issue's budget is 3 minutes a notebook. Outputs are never committed: the files must hold none.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from fcnjax.config import ConfigError
 
 COLAB = Path(__file__).resolve().parent.parent / "colab"
 NOTEBOOKS = sorted(p.name for p in COLAB.glob("*.ipynb"))
@@ -40,7 +43,7 @@ def test_colab_config_follows_the_smoke_switch(monkeypatch):
     monkeypatch.setenv("FCNJAX_SMOKE", "0")
     full = colab.config("cae_mnist", overrides=["batch_size=16"])
     assert not colab.smoke() and full.num_epochs == 10 and full.batch_size == 16
-    with pytest.raises(FileNotFoundError, match="no config 'nope'"):
+    with pytest.raises(ConfigError, match="unknown config 'nope'.*shapes_fcn8s"):
         colab.config("nope")
 
 
@@ -86,6 +89,7 @@ def test_02_autoencoder_mnist(tmp_path, monkeypatch):
     book, seconds = _run("02_autoencoder_mnist.ipynb", tmp_path, monkeypatch)
     text = _text(book)
     assert "decoded (2, -4): (28, 28, 1)" in text
+    assert "Dataset mnist downloaded and prepared" in text  # the real preparation ran
     wd = tmp_path / "runs" / "cae_mnist"
     for name in ("reconstructions.png", "latent.png", "decoded.png", "latent_grid.png"):
         assert (wd / name).is_file(), name
@@ -99,6 +103,8 @@ def test_03_fcn_segmentation(tmp_path, monkeypatch):
     text = _text(book)
     assert "backend: cpu" in text and "mean_iou" in text and "frequency_weighted_iou" in text
     assert "resumed from step 2, now at step 4" in text
+    assert "Dataset oxford_iiit_pet downloaded and prepared" in text  # once, then reused
+    assert text.count("Dataset oxford_iiit_pet downloaded and prepared") == 1
     wd = tmp_path / "runs" / "fcn8s_pets"
     assert (wd / "checkpoints" / "4").is_dir() and (wd / "plots" / "eval.png").is_file()
     assert _images(book) == 2  # the predictions figure and the loss curve

@@ -23,7 +23,7 @@ from fcnjax import checkpoints, predict, train
 from fcnjax import config as config_lib
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = str(ROOT / "configs" / "shapes_fcn8s.py") + ":runlocal"
+SHAPES = "shapes_fcn8s:runlocal"
 # A tiny FCN-8s on 32x32 crops of 40x40 shapes; global batch 16 (2 per device on 8
 # devices), eval of 20 examples in batches of 16 (so the last one is padded); no BatchNorm
 # and no dropout, so 1, 8 devices, jit and pmap must agree up to float32 summation order.

@@ -7,19 +7,19 @@ hand with h5py where a variant of the format is tested; no test touches the netw
 
 import functools
 import hashlib
-import io
 import sys
-import urllib.error
-import urllib.request
+from pathlib import Path
 
 import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pooch
 import pytest
+import requests
 from flax.core import FrozenDict, freeze
 
-from fcnjax import weights
+from fcnjax import download, weights
 from fcnjax.models.vgg import VGG16, VGG16_BLOCKS, VGG16_CONVS, scaled
 from fcnjax.weights import (
     KERAS_CAFFE,
@@ -262,6 +262,7 @@ def torch_top():
     return model, x, features.permute(0, 2, 3, 1).numpy(), fc2.numpy()
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_torchvision_matches_torch(tmp_path, torch_top, fmt):
     import torch
@@ -436,12 +437,21 @@ def test_unreadable_inputs(tmp_path, monkeypatch, rng):
 
 
 # ------------------------------------------------------------------------------------
-# Download and cache (file:// URLs and a patched urlopen: no network).
+# Download and cache (file:// URLs and a patched requests/pooch: no network).
 # ------------------------------------------------------------------------------------
 
 
 def _offline(*args, **kwargs):
-    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    raise requests.ConnectionError("[Errno -3] Temporary failure in name resolution")
+
+
+def _serve(monkeypatch, payload: bytes):
+    """Every http(s) download through pooch yields ``payload``."""
+
+    def download(self, url, output_file, pooch=None, check_only=False):
+        Path(output_file).write_bytes(payload)
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", download)
 
 
 @pytest.mark.parametrize(
@@ -452,7 +462,7 @@ def _offline(*args, **kwargs):
     ],
 )
 def test_offline_download_says_where_to_put_the_file(tmp_path, monkeypatch, url, name):
-    monkeypatch.setattr(urllib.request, "urlopen", _offline)
+    monkeypatch.setattr(requests, "get", _offline)
     monkeypatch.setenv("FCNJAX_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsUnavailableError) as info:
         load_vgg16(url)
@@ -488,7 +498,7 @@ def test_checksum_mismatch_deletes_the_download(tmp_path, rng):
 
 def test_published_checksums_are_checked(tmp_path, monkeypatch, rng):
     path, _ = _small_file(tmp_path, rng)
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(path.read_bytes()))
+    _serve(monkeypatch, path.read_bytes())
     with pytest.raises(ValueError, match="expected md5 64373286793e3c8b2b4e3219cbf3544b"):
         load_vgg16(None, cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="expected sha256 397923af"):
@@ -499,13 +509,13 @@ def test_published_checksums_are_checked(tmp_path, monkeypatch, rng):
 def test_cached_file_is_reused_and_verified(tmp_path, monkeypatch, rng):
     path, digest = _small_file(tmp_path, rng)
     calls = []
-    real_urlopen = urllib.request.urlopen
+    real_copy = download._copy_file_url
 
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real_urlopen(*args, **kwargs)
+    def counting(url, *args, **kwargs):
+        calls.append(url)
+        return real_copy(url, *args, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", counting)
+    monkeypatch.setattr(download, "_copy_file_url", counting)
     cache = tmp_path / "cache"
     first, pre = load_vgg16(path.as_uri(), cache_dir=cache, sha256=digest)
     second, _ = load_vgg16(path.as_uri(), cache_dir=cache, sha256=digest)

@@ -654,8 +654,13 @@ class TFDS(Source):
       ``image_key``/``mask_key`` and give ``num_classes``.
 
     TFDS's ``voc`` has no segmentation masks; use the ``voc`` source on a VOCdevkit.
-    Online, a missing dataset is downloaded and prepared into ``data_dir``; offline, a
-    :class:`DataError` says that it could not be.
+
+    The dataset is read in TFDS's ArrayRecord format from ``data_dir`` (default TFDS's,
+    ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Online, a missing ``mnist``,
+    ``fashion_mnist`` or ``oxford_iiit_pet`` is downloaded and prepared without TensorFlow
+    (:mod:`fcnjax.data.prepare`; ``mirror`` and ``checksums`` are explained there); any
+    other dataset is prepared by TFDS, which needs TensorFlow. Offline, or with
+    ``download=False``, a :class:`DataError` says what is missing and where to put it.
     """
 
     _LABEL_DATASETS = ("mnist", "fashion_mnist", "kmnist", "emnist")
@@ -671,8 +676,10 @@ class TFDS(Source):
         image_key: str = "image",
         mask_key: str | None = None,
         num_classes: int | None = None,
+        mirror: str | os.PathLike | None = None,
+        checksums: str | os.PathLike | None = None,
     ):
-        import tensorflow_datasets as tfds
+        from fcnjax.data import prepare
 
         base = name.split("/")[0].split(":")[0]
         if base == "voc":
@@ -681,16 +688,9 @@ class TFDS(Source):
                 "`voc` source on a VOCdevkit folder (data.name='voc', data.root=...)."
             )
         data_dir = None if data_dir is None else str(resolve(None, data_dir))
-        try:
-            self.ds = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-        except Exception as e:  # noqa: BLE001 (TFDS raises many kinds when offline)
-            where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
-            raise DataError(
-                f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where} and "
-                f"{'could not be downloaded and prepared' if download else 'download=False'}"
-                f" ({type(e).__name__}: {e}). Prepare it on a machine with internet "
-                "(`tfds build` or any tfds.data_source call) and pass its data_dir."
-            ) from e
+        self.ds = prepare.data_source(
+            name, split, data_dir, download=download, mirror=mirror, checksums=checksums
+        )
         self.name, self.split = name, split
         self.image_key = image_key
         self.kind = "labels" if base in self._LABEL_DATASETS else "mask"

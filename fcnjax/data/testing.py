@@ -1,19 +1,30 @@
 """Stand-ins for TFDS datasets, for tests and offline notebook runs.
 
-:func:`mock_tfds` is ``tfds.testing.mock_data`` with records that look like the real
-ones: MNIST digits drawn as glyphs (so an autoencoder has something to learn), and
-Oxford-IIIT Pet images with an elliptical "pet" and a trimap that outlines it.
+:func:`tfds_release` writes look-alike *release files* in the real formats (MNIST's
+gzipped idx files, Oxford-IIIT Pet's image and annotation archives) with their checksums,
+so that the real, TensorFlow-free preparation (:mod:`fcnjax.data.prepare`) runs on them
+offline. :func:`mock_tfds` is ``tfds.testing.mock_data`` with records that look like the
+real ones, for code that does not care how a dataset was prepared. The records:
+MNIST digits drawn as glyphs (so an autoencoder has something to learn), and Oxford-IIIT
+Pet images with an elliptical "pet" and a trimap that outlines it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
+import io
+import os
+import struct
+import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["mnist_records", "mock_tfds", "pet_records"]
+__all__ = ["mnist_records", "mock_tfds", "pet_records", "tfds_release", "write_release"]
 
 
 def mnist_records(num_examples: int, seed: int = 0) -> list[dict]:
@@ -86,3 +97,154 @@ def mock_tfds(num_examples: int = 64) -> Iterator[None]:
     original = tfds.core.DatasetBuilder.as_data_source
     with tfds.testing.mock_data(num_examples=num_examples, as_data_source_fn=as_data_source):
         yield
+
+
+# --------------------------------------------------------------------------------------
+# Release files in the real formats.
+# --------------------------------------------------------------------------------------
+
+_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_PETS_URL = "https://thor.robots.ox.ac.uk/~vgg/data/pets/"
+# Oxford-IIIT Pet names its files "<Breed>_<n>": capitalised breeds are cats (species 1).
+_BREEDS = ("Abyssinian", "american_bulldog", "Bengal", "beagle", "Birman", "boxer")
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """MNIST's idx format: zero, zero, 0x08 (unsigned bytes), ndim, big-endian dims."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return gzip.compress(header + np.ascontiguousarray(array, np.uint8).tobytes(), mtime=0)
+
+
+def _mnist_files(num_examples: int) -> dict[str, bytes]:
+    files = {}
+    for prefix, seed in (("train", 0), ("t10k", 1)):
+        records = mnist_records(num_examples, seed)
+        files[f"{prefix}-images-idx3-ubyte.gz"] = _idx(
+            np.stack([r["image"][..., 0] for r in records])
+        )
+        files[f"{prefix}-labels-idx1-ubyte.gz"] = _idx(np.array([r["label"] for r in records]))
+    return files
+
+
+def _encoded(image: np.ndarray, fmt: str, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(image).convert(mode).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def _tar(members: dict[str, bytes], compress: bool) -> bytes:
+    """A tar archive (gzipped with ``compress``), byte for byte the same on every call."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue(), mtime=0) if compress else buf.getvalue()
+
+
+def _pets_files(num_examples: int) -> dict[str, bytes]:
+    """``images.tar.gz`` (JPEGs; example 0 is an RGBA PNG named ``.jpg`` and example 1 a
+    CMYK JPEG, as in the real archive) and ``annotations.tar.gz`` (``list.txt``,
+    ``trainval.txt``, ``test.txt``, ``trimaps/*.png`` and ``xmls/*.xml`` for trainval)."""
+    images, annotations, lines = {}, {}, {"trainval": [], "test": []}
+    for split, seed in (("trainval", 0), ("test", 1)):
+        for i, record in enumerate(pet_records(num_examples, seed)):
+            breed = i % len(_BREEDS)
+            name = f"{_BREEDS[breed]}_{seed * 1000 + i + 1}"
+            species = 1 if _BREEDS[breed][0].isupper() else 2
+            fmt, mode = {0: ("PNG", "RGBA"), 1: ("JPEG", "CMYK")}.get(i, ("JPEG", "RGB"))
+            images[f"images/{name}.jpg"] = _encoded(record["image"], fmt, mode)
+            trimap = record["segmentation_mask"][..., 0]
+            annotations[f"annotations/trimaps/{name}.png"] = _encoded(trimap, "PNG", "L")
+            if split == "trainval":
+                h, w = trimap.shape
+                annotations[f"annotations/xmls/{name}.xml"] = (
+                    f"<annotation><size><width>{w}</width><height>{h}</height></size><object>"
+                    f"<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>{w // 2}</xmax>"
+                    f"<ymax>{h // 2}</ymax></bndbox></object></annotation>"
+                ).encode()
+            lines[split].append(f"{name} {breed + 1} {species} {i + 1}")
+    annotations["annotations/trainval.txt"] = "\n".join(lines["trainval"]).encode() + b"\n"
+    annotations["annotations/test.txt"] = "\n".join(lines["test"]).encode() + b"\n"
+    annotations["annotations/list.txt"] = (
+        "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n"
+        + "\n".join(lines["trainval"] + lines["test"])
+        + "\n"
+    ).encode()
+    return {"images.tar.gz": _tar(images, True), "annotations.tar.gz": _tar(annotations, True)}
+
+
+_RELEASES = {
+    "mnist": (_MNIST_URL, _mnist_files),
+    "fashion_mnist": (_FASHION_URL, _mnist_files),
+    "oxford_iiit_pet": (_PETS_URL, _pets_files),
+}
+
+
+def write_release(
+    name: str, directory: str | os.PathLike, num_examples: int = 64
+) -> dict[str, Path]:
+    """Writes look-alike release files of TFDS dataset ``name`` into ``directory`` and
+    their checksums, in TFDS's format, into ``directory/checksums/NAME.tsv``.
+
+    ``num_examples`` per split; the records are :func:`mnist_records` and
+    :func:`pet_records` (seed 0 for ``train``, 1 for ``test``). Returns the files by name.
+    """
+    if name not in _RELEASES:
+        raise ValueError(f"no look-alike release of {name!r}; there are {sorted(_RELEASES)}.")
+    url, make = _RELEASES[name]
+    directory = Path(directory)
+    (directory / "checksums").mkdir(parents=True, exist_ok=True)
+    rows, paths = [], {}
+    for fname, data in make(num_examples).items():
+        paths[fname] = directory / fname
+        paths[fname].write_bytes(data)
+        rows.append(f"{url}{fname}\t{len(data)}\t{hashlib.sha256(data).hexdigest()}\t{fname}")
+    (directory / "checksums" / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return paths
+
+
+@contextlib.contextmanager
+def tfds_release(
+    directory: str | os.PathLike,
+    names: tuple[str, ...] = ("mnist", "oxford_iiit_pet"),
+    num_examples: int = 64,
+) -> Iterator[Path]:
+    """Within the block, TFDS datasets ``names`` come from look-alike release files.
+
+    Writes them into ``directory/release`` (:func:`write_release`) and points
+    ``$FCNJAX_TFDS_MIRROR`` and ``$FCNJAX_TFDS_CHECKSUMS`` at them and ``$TFDS_DATA_DIR``
+    at ``directory/tensorflow_datasets``, so that the first use of a dataset runs the real
+    preparation (:mod:`fcnjax.data.prepare`). Yields the TFDS data directory.
+
+    >>> import tempfile
+    >>> from fcnjax import data
+    >>> with tfds_release(tempfile.mkdtemp(), ("mnist",), num_examples=10):
+    ...     source = data.get_source({"name": "tfds", "dataset": "mnist", "digits": (1, 5)})
+    ...     len(source), sorted({int(source[i]["label"]) for i in range(len(source))})
+    (2, [1, 5])
+    """
+    from fcnjax.data.prepare import CHECKSUMS_ENV, MIRROR_ENV
+
+    directory = Path(directory)
+    for name in names:
+        write_release(name, directory / "release", num_examples)
+    data_dir = directory / "tensorflow_datasets"
+    env = {
+        MIRROR_ENV: str(directory / "release"),
+        CHECKSUMS_ENV: str(directory / "release" / "checksums"),
+        "TFDS_DATA_DIR": str(data_dir),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield data_dir
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,6 +1,6 @@
 """Seed 003's FCN lab: frozen ImageNet VGG16, skips on pool4/pool3 *features*, 2 classes.
 
-    fcnjax train --config configs/fcn_lab.py --workdir runs/fcn_lab \
+    fcnjax train --config fcn_lab --workdir runs/fcn_lab \
         --config.data.root=/path/to/lab_data
 
 The seed's data are NumPy arrays: 180 training images ``(180, 224, 224, 3)`` with one-hot

@@ -1,6 +1,6 @@
 """SegNet-Basic on CamVid (11 classes) with median frequency balancing (SegNet-Tutorial).
 
-    fcnjax train --config configs/segnet_camvid.py --workdir runs/segnet_camvid \
+    fcnjax train --config segnet_camvid --workdir runs/segnet_camvid \
         --config.data.root=SegNet-Tutorial/CamVid
 
 SegNet-Tutorial's ``segnet_basic_solver.prototxt``: SGD, lr 0.1 fixed, momentum 0.9,

@@ -1,6 +1,6 @@
 """Seed 004's U-Net on cats and dogs from COCO: folders of images and masks, 200x200.
 
-    fcnjax train --config configs/unet_catdog.py --workdir runs/unet_catdog \
+    fcnjax train --config unet_catdog --workdir runs/unet_catdog \
         --config.data.root=coco
     fcnjax predict --workdir runs/unet_catdog --input coco/imgs_test --output coco/outputs
 

@@ -1,9 +1,9 @@
 """FCN-8s on TFDS Oxford-IIIT Pet (pet / background / border trimap), for a Colab TPU.
 
-    fcnjax train --config configs/fcn8s_pets.py --workdir /content/drive/MyDrive/fcn8s_pets
+    fcnjax train --config fcn8s_pets --workdir /content/drive/MyDrive/fcn8s_pets
 
-TFDS ``oxford_iiit_pet`` through ``tfds.data_source`` (no TensorFlow; downloaded and
-prepared on first use into ``data.data_dir``). ImageNet VGG16 (Keras), 224x224 resized
+TFDS ``oxford_iiit_pet`` (downloaded and prepared on first use into ``data.data_dir``,
+without TensorFlow: :mod:`fcnjax.data.prepare`). ImageNet VGG16 (Keras), 224x224 resized
 inputs, global batch 64 split over the 8 TPU cores, bfloat16 compute with float32
 parameters, AdamW with warm-up and poly decay.
 """

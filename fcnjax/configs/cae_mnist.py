@@ -1,12 +1,12 @@
 """Seed 003's convolutional autoencoder on MNIST digits 1, 5 and 6 (2-D latent space).
 
-    fcnjax train --config configs/cae_mnist.py --workdir runs/cae_mnist
+    fcnjax train --config cae_mnist --workdir runs/cae_mnist
 
 Adam (Keras defaults), mean squared error, batch 32, 10 epochs, as the seed (about 566
 steps per epoch on the 18,114 training images of 1/5/6). Writes ``latent.png`` (the
 latent points of the test digits, coloured by digit) and ``decoded.png`` (the digit
-decoded from the latent point (2, -4)). Needs TFDS's ``mnist`` (downloaded on first use;
-no TensorFlow needed).
+decoded from the latent point (2, -4)). Needs TFDS's ``mnist`` (downloaded and prepared on first use,
+without TensorFlow: :mod:`fcnjax.data.prepare`).
 """
 
 from fcnjax.config import default_config

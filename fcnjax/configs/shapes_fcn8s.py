@@ -1,7 +1,7 @@
 """FCN-8s on the generated ``shapes`` data: the offline default job (``python -m fcnjax``).
 
-    fcnjax train --config configs/shapes_fcn8s.py --workdir runs/shapes_fcn8s
-    fcnjax train --config configs/shapes_fcn8s.py:runlocal --workdir /tmp/smoke  # seconds
+    fcnjax train --config shapes_fcn8s --workdir runs/shapes_fcn8s
+    fcnjax train --config shapes_fcn8s:runlocal --workdir /tmp/smoke  # seconds
 
 Sized for a 2-core CPU and five minutes: an eighth-width VGG16 with BatchNorm (trains
 from scratch in a few thousand steps), random 64x64 crops of 96x96 images for training

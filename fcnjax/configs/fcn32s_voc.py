@@ -1,6 +1,6 @@
 """FCN-32s on PASCAL VOC 2012 + SBD, the FCN reference recipe (stage 1 of 32s -> 16s -> 8s).
 
-    fcnjax train --config configs/fcn32s_voc.py --workdir runs/fcn32s_voc \
+    fcnjax train --config fcn32s_voc --workdir runs/fcn32s_voc \
         --config.data.root=VOCdevkit --config.data.sbd_root=benchmark_RELEASE/dataset
 
 Long, Shelhamer & Darrell (PAMI 2016) and fcn.berkeleyvision.org's ``voc-fcn32s``:
