@@ -12,7 +12,10 @@ directory; a run never silently starts afresh over an existing checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,28 @@ log = logging.getLogger("fcnjax.checkpoints")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or unreadable."""
+
+
+def _unreadable(where: Path, error: Exception, advice: str = "") -> CheckpointError:
+    """One line naming the checkpoint and what is wrong; orbax's full story (often kBs)
+    stays in the chained exception (``fcnjax --verbose`` prints it)."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    first = first if len(first) <= 160 else first[:157] + "..."
+    return CheckpointError(
+        f"cannot restore the checkpoint {where}: it is incomplete or corrupt "
+        f"({type(error).__name__}: {first}).{advice}"
+    )
+
+
+@contextlib.contextmanager
+def _disk_full_is_enospc(directory: Path):
+    """orbax reports a full disk as ValueError("RESOURCE_EXHAUSTED ... No space left")."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as e:
+        if "No space left on device" not in str(e):
+            raise
+        raise OSError(errno.ENOSPC, "a checkpoint could not be written", str(directory)) from e
 
 
 def _options(keep: int | None, asynchronous: bool, **kw) -> ocp.CheckpointManagerOptions:
@@ -58,17 +83,21 @@ class Checkpointer:
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(iterator)
-        self.latest.save(step, args=ocp.args.Composite(**items), force=True)
+        self._fits(self.dir, state, step)
+        with _disk_full_is_enospc(self.dir):
+            self.latest.save(step, args=ocp.args.Composite(**items), force=True)
 
     def save_best(self, step: int, state: Any, meta: dict) -> None:
         self.best.wait_until_finished()
         if step in self.best.all_steps():  # a finished run evaluated again: already saved
             return
+        self._fits(self.best_dir, state, step)  # before the old best is deleted
         for old in self.best.all_steps():
             if old != step:
                 self.best.delete(old)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.best.save(step, args=args, force=True)
+        with _disk_full_is_enospc(self.best_dir):
+            self.best.save(step, args=args, force=True)
 
     def restore(self, step: int, target: Any, iterator: Any) -> tuple[Any, dict]:
         """``(state, meta)`` of checkpoint ``step``; ``iterator`` is moved to its position."""
@@ -81,16 +110,38 @@ class Checkpointer:
         try:
             restored = self.latest.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # orbax raises many types; all mean "cannot use it"
-            raise CheckpointError(
-                f"cannot restore the checkpoint {where}: {type(e).__name__}: {e}\n"
-                f"It is incomplete or corrupt. Move it away to resume from an older one "
-                f"(or the whole {self.dir} to start afresh)."
-            ) from e
+            advice = (
+                " Move it away to resume from an older one (or the whole "
+                f"{self.dir} to start afresh)."
+            )
+            raise _unreadable(where, e, advice) from e
         return restored["state"], dict(restored["meta"] or {})
 
     def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        with _disk_full_is_enospc(self.dir):
+            self.latest.wait_until_finished()
+            self.best.wait_until_finished()
+
+    def _fits(self, directory: Path, state: Any, step: int) -> None:
+        """Raises ENOSPC before a save that the disk cannot hold.
+
+        A save that runs out of space fails inside orbax's asynchronous writers, which
+        then print hundreds of "Event loop is closed" tracebacks; checking first stops
+        cleanly at the save, with every earlier checkpoint intact. The bound is the
+        uncompressed size (orbax compresses; trained float weights hardly shrink, fresh
+        optimizer moments do). The previous save is waited for first, as orbax would.
+        """
+        self.wait()
+        need = sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state))
+        need = int(need * 1.1) + (1 << 20)  # metadata, the iterator state, headroom
+        free = shutil.disk_usage(directory.parent).free
+        if free < need:
+            raise OSError(
+                errno.ENOSPC,
+                f"checkpoint {step} needs up to {need / 2**20:.1f} MiB and "
+                f"{free / 2**20:.1f} MiB are free; the checkpoints before it are intact",
+                str(directory),
+            )
 
     def close(self) -> None:
         self.latest.close()
@@ -145,8 +196,6 @@ def restore_state(directory: str | Path, target: Any, step: int | None = None) -
             else:
                 args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
                 state = m.restore(step, args=args)["state"]
-        except Exception as e:
-            raise CheckpointError(
-                f"cannot restore the checkpoint {directory / str(step)}: {type(e).__name__}: {e}"
-            ) from e
+        except Exception as e:  # orbax raises many types; all mean "cannot use it"
+            raise _unreadable(directory / str(step), e) from e
     return state, step

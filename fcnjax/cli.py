@@ -10,19 +10,34 @@
 A config is a recipe shipped in :mod:`fcnjax.configs` by name (``shapes_fcn8s``) or the
 path of a config file (``path/to/my_config.py:arg``); :func:`fcnjax.config.load_config`
 resolves both. The parser only parses; everything else is the library (:mod:`fcnjax.train`,
-:mod:`fcnjax.predict`). Errors in what the user gave (a config key, a file, a checkpoint)
-print one message naming it and exit with status 2 (usage) or 1 (data, checkpoint).
+:mod:`fcnjax.predict`). :func:`main` is the one place where fcnjax's own errors become one
+line naming what was wrong and an exit status (``--verbose`` adds the traceback);
+anything else keeps its traceback, so that bugs stay visible. Exit statuses:
+
+- 0: done;
+- 1: the run failed on what it met: bad data, an unreadable checkpoint, a NaN/inf loss,
+  a full disk, a workdir in use by another run, a missing optional extra;
+- 2: usage: a bad argument, config file, key or value, a missing input, a workdir or
+  output that is a file or not writable, outputs that would be overwritten or collide;
+- 130 / 143: stopped by Ctrl-C (SIGINT) / SIGTERM; a training run saved a checkpoint
+  first and resumes when run again (128 + the signal's number, the shell's convention).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
+import traceback
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG", "main"]
+__all__ = ["DEFAULT_CONFIG", "EXIT_FAILED", "EXIT_USAGE", "main"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 DEFAULT_CONFIG = "shapes_fcn8s"  # in fcnjax/configs, so an installed wheel runs it
 DEFAULT_WORKDIR = "runs/shapes_fcn8s"
@@ -31,6 +46,9 @@ CONFIG_HELP = "a shipped config (shapes_fcn8s, cae_mnist, ...) or a .py file; op
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fcnjax", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose", action="store_true", help="with an error, also print its traceback"
+    )
     sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="train and evaluate a config (resumes from --workdir)")
     train.add_argument("--config", required=True, help=CONFIG_HELP)
@@ -39,13 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default=None, help="default: the config's evaluation split")
     ev.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
-    ev.add_argument("--batch-size", type=int, default=None)
+    ev.add_argument("--batch-size", type=_positive_int, default=None)
     pr = sub.add_parser("predict", help="masks (class-index, colour and overlay PNGs)")
     pr.add_argument("--workdir", required=True)
     pr.add_argument("--input", required=True, help="an image file or a directory of images")
     pr.add_argument("--output", required=True, help="directory for the PNGs")
     pr.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
     pr.add_argument("--no-overlay", action="store_true")
+    pr.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ve = sub.add_parser("verify", help="check a config's datasets (every example)")
     ve.add_argument("--config", required=True, help=CONFIG_HELP)
     pl = sub.add_parser("plot", help="training curves of a workdir as PNGs (matplotlib)")
@@ -53,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
     sub.add_parser("demo", help="the transposed-convolution op demo")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
 
 
 def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -87,41 +116,61 @@ def _load(spec: str, overrides: list[str]):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    if not argv:  # the offline default job
-        argv = ["train", "--config", DEFAULT_CONFIG, "--workdir", DEFAULT_WORKDIR]
+    if not [a for a in argv if a != "--verbose"]:  # the offline default job
+        argv += ["train", "--config", DEFAULT_CONFIG, "--workdir", DEFAULT_WORKDIR]
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     if extra and args.command not in ("train", "verify"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
     # orbax logs routine notes (read-only managers, items not asked for) as absl warnings.
     logging.getLogger("absl").setLevel(logging.ERROR)
     for noisy in ("orbax", "jax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _run(args, _overrides(extra, parser))
+    except KeyboardInterrupt:  # Ctrl-C before training's own handler (start-up, compiling)
+        print(f"fcnjax {args.command}: interrupted; nothing was saved.", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as e:  # noqa: BLE001 (turned into a message only if it is ours)
+        code, message = _explain(e)
+        if code is None:
+            raise  # a bug: its traceback stays visible
+        if args.verbose:
+            traceback.print_exception(e)
+        print(f"fcnjax {args.command}: {message}", file=sys.stderr)
+        return code
 
-    from fcnjax import checkpoints
+
+def _explain(error: BaseException) -> tuple[int | None, str]:
+    """``(exit status, one line)`` for fcnjax's own errors and the user's files; ``(None,
+    ...)`` for anything else."""
+    from fcnjax import checkpoints, train, workdir
     from fcnjax import config as config_lib
     from fcnjax.data import DataError
 
-    try:
-        return _run(args, _overrides(extra, parser))
-    except config_lib.ConfigError as e:
-        print(f"fcnjax {args.command}: config error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, NotADirectoryError) as e:
-        print(f"fcnjax {args.command}: {e}", file=sys.stderr)
-        return 2
-    except (checkpoints.CheckpointError, DataError) as e:
-        print(f"fcnjax {args.command}: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as e:  # a model's or source's own argument check
-        print(f"fcnjax {args.command}: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:  # an optional extra (matplotlib for plot)
-        print(f"fcnjax {args.command}: {e}", file=sys.stderr)
-        return 1
+    if isinstance(error, config_lib.ConfigError):
+        return EXIT_USAGE, f"config error: {error}"
+    if isinstance(error, workdir.WorkdirError):
+        return EXIT_USAGE, f"--workdir {error.filename}: {error.strerror}."
+    failed = (
+        checkpoints.CheckpointError, DataError, train.NonFiniteLossError,
+        workdir.WorkdirBusyError, ImportError,
+    )  # fmt: skip
+    if isinstance(error, failed):
+        return EXIT_FAILED, str(error)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" for {error.filename}" if error.filename else ""
+        return EXIT_FAILED, f"no space left on the device{where}: {error.strerror}."
+    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return EXIT_USAGE, f"{error.filename or ''}: not writable ({error.strerror})."
+    usage = (FileNotFoundError, NotADirectoryError, FileExistsError, IsADirectoryError)
+    if isinstance(error, (*usage, ValueError, TypeError)):  # also a model's or source's
+        return EXIT_USAGE, str(error)  # own argument checks
+    return None, ""
 
 
 def _run(args, overrides: list[str]) -> int:
@@ -155,7 +204,7 @@ def _run(args, overrides: list[str]) -> int:
             skipped = getattr(checked, "skipped", [])
             print(f"{name}: {type(source).__name__}, {len(source)} examples, {len(skipped)} bad")
             for problem in skipped:
-                print(f"  {problem}")
+                print(f"  {problem.message}")  # names the file (or record) itself
             if skipped:
                 return 1
         return 0
@@ -164,17 +213,16 @@ def _run(args, overrides: list[str]) -> int:
 
         config = _load(args.config, overrides)
         result = train.train_and_evaluate(config, args.workdir)
+        step, at = result["step"], result["eval_step"]
         if result["eval"]:
-            print(summary.format_table(result["eval"], f"validation @ step {result['step']}"))
+            title = f"validation @ step {at}" + (f" (training stopped at {step})" * (at != step))
+            print(summary.format_table(result["eval"], title))
+        stopped = result["interrupted"]
         print(
-            f"step {result['step']} in {result['seconds']:.1f} s; workdir {result['workdir']}"
-            + (
-                f" (stopped by {result['interrupted']}; run again to resume)"
-                if result["interrupted"]
-                else ""
-            )
+            f"step {step} in {result['seconds']:.1f} s; workdir {result['workdir']}"
+            + (f" (stopped by {stopped}; run again to resume)" if stopped else "")
         )
-        return 0
+        return 128 + signal.Signals[stopped] if stopped else 0
     from fcnjax import predict
 
     if args.command == "evaluate":
@@ -190,13 +238,13 @@ def _run(args, overrides: list[str]) -> int:
     # predict
     import numpy as np
 
-    predictor = predict.load(args.workdir, args.checkpoint)
     files = predict.image_files(args.input, "--input")
-    out_dir = Path(args.output)
-    for path in files:
+    plan = predict.plan_outputs(files, args.output, not args.no_overlay, args.overwrite)
+    predictor = predict.load(args.workdir, args.checkpoint)
+    for path, out in plan.items():
         mask = predict.predict_segmentation(
-            predictor, path, out_dir / f"{path.stem}.png", overlay=not args.no_overlay
+            predictor, path, out, overlay=not args.no_overlay, overwrite=True
         )
         counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
-        print(f"{path} -> {out_dir / (path.stem + '.png')} (pixels per class: {counts})")
+        print(f"{path} -> {out} (pixels per class: {counts})")
     return 0

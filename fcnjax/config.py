@@ -136,13 +136,20 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     configs when ``spec`` is neither.
     """
     where, _, arg = str(spec).partition(":")
-    if where in config_names():
-        module = importlib.import_module(f"fcnjax.configs.{where}")
-    else:
-        module = _load_file(where)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config {where!r} has no get_config().")
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        if where in config_names():
+            module = importlib.import_module(f"fcnjax.configs.{where}")
+        else:
+            module = _load_file(where)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"config {where!r} has no get_config().")
+        config = module.get_config(arg) if arg else module.get_config()
+    except ConfigError:
+        raise
+    except SyntaxError as e:  # the file's own mistake: name it and the line
+        raise ConfigError(f"config {where!r}: syntax error at line {e.lineno}: {e.msg}.") from e
+    except Exception as e:  # noqa: BLE001 (an import or get_config() failing is the config's)
+        raise ConfigError(f"config {spec!r} failed to load: {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{where}: get_config() must return an ml_collections.ConfigDict.")
     validate(config)
@@ -203,9 +210,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"set one of `num_steps` ({config.num_steps}) and `num_epochs` ({config.num_epochs}); "
             "the other must be None."
         )
-    for key in ("batch_size", "log_every_steps"):
-        if not isinstance(config[key], int) or config[key] <= 0:
-            raise ConfigError(f"`{key}` must be a positive int; got {config[key]!r}.")
+    positive = ("batch_size", "log_every_steps", "checkpoint.every_steps", "checkpoint.keep")
+    optional = ("num_steps", "num_epochs", "eval_batch_size", "eval_every_steps")
+    for key in positive + optional:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if value is None and key in optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(
+                f"`{key}` must be a positive int{' or None' * (key in optional)}; got {value!r}."
+            )
     try:
         optim._options(config.optimizer.to_dict())
     except ValueError as e:

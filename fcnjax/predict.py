@@ -30,7 +30,16 @@ from fcnjax import data as data_lib
 from fcnjax import viz
 from fcnjax.data.core import IMAGE_EXTENSIONS, read_image
 
-__all__ = ["Predictor", "evaluate_segmentation", "load", "predict_multiple", "predict_segmentation"]
+__all__ = [
+    "Predictor",
+    "evaluate_segmentation",
+    "image_files",
+    "load",
+    "output_files",
+    "plan_outputs",
+    "predict_multiple",
+    "predict_segmentation",
+]
 
 
 @dataclass
@@ -116,14 +125,67 @@ def _predictor(workdir_or_predictor, checkpoint: str = "latest") -> Predictor:
     return load(workdir_or_predictor, checkpoint)
 
 
+def output_files(out: str | os.PathLike[str], overlay: bool = True) -> list[Path]:
+    """What a prediction written to ``out`` creates: ``out`` (class indices),
+    ``<stem>_color.png`` and, with ``overlay``, ``<stem>_overlay.png``.
+
+    >>> [p.name for p in output_files("masks/cat.png")]
+    ['cat.png', 'cat_color.png', 'cat_overlay.png']
+    """
+    out = Path(out)
+    names = [out, out.with_name(out.stem + "_color.png")]
+    return names + [out.with_name(out.stem + "_overlay.png")] * overlay
+
+
+def plan_outputs(
+    inputs: list[Path], out_dir: str | os.PathLike[str], overlay: bool = True,
+    overwrite: bool = False,
+) -> dict[Path, Path]:  # fmt: skip
+    """``{input: out_dir/<stem>.png}``, after checking that nothing is lost.
+
+    Raises:
+      NotADirectoryError: ``out_dir`` is a file.
+      ValueError: two inputs would write the same file (``a.png`` and ``a.jpg``; or
+        ``a_color.png`` and ``a.png``), or an output would replace an input; the message
+        lists them.
+      FileExistsError: outputs exist already and ``overwrite`` is False; it lists them.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--output {out_dir} is a file, not a directory.")
+    plan = {p: out_dir / f"{p.stem}.png" for p in inputs}
+    writers: dict[Path, list[Path]] = {}
+    for p, out in plan.items():
+        for f in output_files(out, overlay):
+            writers.setdefault(f, []).append(p)
+    clashes = [
+        f"{' and '.join(str(p) for p in ps)} -> {f}" for f, ps in writers.items() if len(ps) > 1
+    ]
+    if clashes:
+        raise ValueError(
+            "these inputs would write the same output file: " + "; ".join(clashes)
+            + ". Rename them, or predict them into separate output folders."
+        )  # fmt: skip
+    resolved = {p.resolve() for p in inputs}
+    inputs_hit = [str(f) for f in writers if f.resolve() in resolved]
+    if inputs_hit:
+        raise ValueError(f"the outputs would replace input images: {', '.join(inputs_hit)}.")
+    existing = [str(f) for f in writers if f.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" * (len(existing) > 5))
+        raise FileExistsError(
+            f"{len(existing)} output files exist already ({shown}); pass --overwrite "
+            "(overwrite=True) to replace them, or choose another output folder."
+        )
+    return plan
+
+
 def _write(mask: np.ndarray, image: np.ndarray, out: Path, overlay: bool, colours) -> list[Path]:
-    written = [viz.save_png(out, mask, colours)]  # palette PNG: pixel values are classes
-    written.append(
-        viz.save_png(out.with_name(out.stem + "_color.png"), viz.colorize(mask, colours))
-    )
-    if overlay:
-        blended = viz.overlay(image, mask, 0.5, colours)
-        written.append(viz.save_png(out.with_name(out.stem + "_overlay.png"), blended))
+    index, colour, *blend = output_files(out, overlay)
+    written = [viz.save_png(index, mask, colours)]  # palette PNG: pixel values are classes
+    written.append(viz.save_png(colour, viz.colorize(mask, colours)))
+    if blend:
+        written.append(viz.save_png(blend[0], viz.overlay(image, mask, 0.5, colours)))
     return written
 
 
@@ -134,6 +196,7 @@ def predict_segmentation(
     overlay: bool = True,
     *,
     checkpoint: str = "latest",
+    overwrite: bool = False,
 ) -> np.ndarray:
     """The class of every pixel of one image: ``uint8 (H, W)`` at the image's size.
 
@@ -144,7 +207,18 @@ def predict_segmentation(
         indices, ``<stem>_color.png`` (RGB), and with ``overlay`` ``<stem>_overlay.png``
         (the prediction blended on the image).
       checkpoint: ``"latest"`` or ``"best"``.
+      overwrite: replace existing output files (otherwise FileExistsError names them).
     """
+    if out_fname is not None:
+        inputs = [] if isinstance(inp, np.ndarray) else [Path(inp)]
+        outs = output_files(out_fname, overlay)
+        if any(Path(o).resolve() in {p.resolve() for p in inputs} for o in outs):
+            raise ValueError(f"`out_fname` {out_fname} would replace the input image.")
+        existing = [str(o) for o in outs if o.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"output files exist already ({', '.join(existing)}); pass overwrite=True."
+            )
     predictor = _predictor(workdir, checkpoint)
     image = read_image(inp) if not isinstance(inp, np.ndarray) else np.asarray(inp)
     mask = predictor(image)
@@ -160,20 +234,23 @@ def predict_multiple(
     overlay: bool = True,
     *,
     checkpoint: str = "latest",
+    overwrite: bool = False,
 ) -> dict[str, np.ndarray]:
     """:func:`predict_segmentation` for every image in ``inp_dir`` -> ``{file name: mask}``.
 
     Writes ``out_dir/<stem>.png`` (class indices, palette), ``<stem>_color.png`` and
-    ``<stem>_overlay.png`` for each image.
+    ``<stem>_overlay.png`` for each image; checks first that no two images would write the
+    same file and that nothing existing is replaced unless ``overwrite``
+    (:func:`plan_outputs`).
     """
-    inp_dir, out_dir = Path(inp_dir), Path(out_dir)
+    inp_dir = Path(inp_dir)
     if not inp_dir.is_dir():
         raise FileNotFoundError(f"`inp_dir` {inp_dir} is not a directory.")
-    files = image_files(inp_dir, "inp_dir")
+    plan = plan_outputs(image_files(inp_dir, "inp_dir"), out_dir, overlay, overwrite)
     predictor = _predictor(workdir, checkpoint)
     return {
-        p.name: predict_segmentation(predictor, p, out_dir / f"{p.stem}.png", overlay)
-        for p in files
+        p.name: predict_segmentation(predictor, p, out, overlay, overwrite=True)
+        for p, out in plan.items()
     }
 
 

@@ -205,14 +205,19 @@ class JsonlWriter:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a+b")
+        # A killed writer can leave a cut-off last line: start on a fresh one.
+        if self._file.tell() > 0:
+            self._file.seek(-1, os.SEEK_END)
+            if self._file.read(1) != b"\n":
+                self._file.write(b"\n")
 
     def write(self, step: int, values: Mapping[str, float]) -> None:
         record: dict[str, Any] = {"step": int(step), "time": time.time()}
         for key, value in values.items():
             x = float(value)
             record[key] = x if math.isfinite(x) else None
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.write((json.dumps(record, allow_nan=False) + "\n").encode())
         self._file.flush()
 
     def close(self) -> None:

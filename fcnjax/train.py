@@ -26,6 +26,7 @@ loss, the number of classes, the pmap axis) are keyword-only and bound with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -53,6 +54,7 @@ from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
 from fcnjax import losses, metrics, models, optim, predict, summary, viz
+from fcnjax import workdir as workdir_lib
 from fcnjax.data.core import IGNORE_LABEL
 
 __all__ = [
@@ -108,7 +110,7 @@ def create_train_state(
     ``params`` replaces the initial parameters (e.g. with ImageNet VGG16 weights).
     """
     init_rng, dropout_rng = jax.random.split(rng)
-    variables = model.init(init_rng, example)
+    variables = jax.jit(model.init)(init_rng, example)  # called eagerly: one compilation
     params = variables["params"] if params is None else params
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -361,6 +363,13 @@ def build(
         if k is None:
             raise config_lib.ConfigError(
                 "set `model.num_classes`: the data source does not give it."
+            )
+        if reference.num_classes is not None and k != reference.num_classes:
+            # Pixels of the classes beyond the model's would silently drop out of the loss.
+            names = f" ({', '.join(reference.class_names)})" if reference.class_names else ""
+            raise config_lib.ConfigError(
+                f"`model.num_classes` is {k} but the data has {reference.num_classes} "
+                f"classes{names}; leave it unset to take the data's, or make them agree."
             )
         weights = config.loss.class_weights
         if isinstance(weights, str):
@@ -625,35 +634,34 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
     and pictures: ``predictions.png`` (validation inputs | ground truth | prediction) or,
     for the autoencoder, ``reconstructions.png``, ``latent.png`` and ``decoded.png``.
 
-    Returns a dict with ``step``, ``train_loss``, ``eval`` (the final validation metrics:
+    Returns a dict with ``step``, ``train_loss``, ``eval`` (the last validation metrics:
     ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``, ``frequency_weighted_iou``,
-    ``per_class_iou``, ``loss``, ...), ``interrupted`` (a signal name or None), ``seconds``.
+    ``per_class_iou``, ``loss``, ...), ``eval_step`` (the step they are of; a stopped run's
+    may be older than ``step``), ``interrupted`` (a signal name or None), ``seconds``.
 
     Raises:
       NonFiniteLossError: the loss became NaN/inf (the step is in the message); the last
         checkpoint before it is kept.
       CheckpointError: a checkpoint in ``workdir`` (or ``init.from_workdir``) is unreadable.
-      ConfigError: an invalid config.
+      ConfigError: an invalid config, or a model whose classes are not the data's.
+      WorkdirBusyError: another run holds ``workdir`` (:func:`fcnjax.workdir.claim`).
+      WorkdirError: ``workdir`` is a file or not writable.
     """
-    start_time = time.perf_counter()
     config = _as_config(config)
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     primary = jax.process_index() == 0
-    if primary:
-        workdir.mkdir(parents=True, exist_ok=True)
-        previous = workdir / "config.json"
-        text = config_json(config)
-        if previous.exists() and previous.read_text() != text:
-            log.warning(
-                "%s differs from this run's config; keeping the old one as config.old.json",
-                previous,
-            )
-            previous.replace(workdir / "config.old.json")
-        previous.write_text(text)
+    with workdir_lib.claim(workdir) if primary else contextlib.nullcontext():
+        return _train_and_evaluate(config, workdir, primary)
 
-    run = build(config)
+
+def _train_and_evaluate(config, workdir: Path, primary: bool) -> dict[str, Any]:
+    start_time = time.perf_counter()
+    run = build(config)  # reads (and verifies) the data before the workdir says "started"
     if primary:
+        kept = workdir_lib.keep_config(workdir, config_json(config))
+        if kept is not None:
+            log.warning("the config differs from the workdir's; the old one is kept as %s", kept)
         (workdir / "run_info.json").write_text(json.dumps(run.info(), indent=2))
     task, model = run.task, run.model
     choices = EVAL_METRICS[task.name]
@@ -703,6 +711,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
     last_saved = start if start else None
     last_loss = float("nan")
     eval_results: dict[str, Any] = {}
+    eval_step = None
     schedule = optim.make_schedule(config.optimizer.to_dict(), total_steps)
 
     def check_losses() -> float:
@@ -729,10 +738,10 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
         last_saved = step
 
     def run_eval(step: int) -> None:
-        nonlocal best, eval_results
+        nonlocal best, eval_results, eval_step
         if run.eval_source is None:
             return
-        eval_results = evaluate(run, par, state)
+        eval_results, eval_step = evaluate(run, par, state), step
         writer.write(step, eval_results, "eval")
         progress.write(_eval_line(step, eval_results))
         value = eval_results[config.checkpoint.best_metric]
@@ -779,6 +788,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
         "step": step,
         "train_loss": last_loss,
         "eval": eval_results,
+        "eval_step": eval_step,
         "best": best,
         "interrupted": interrupted,
         "seconds": time.perf_counter() - start_time,

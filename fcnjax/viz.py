@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +28,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fcnjax.data.core import IGNORE_LABEL
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PALETTES",
@@ -419,13 +422,19 @@ def read_metrics(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise FileNotFoundError(f"{file}: no metrics file (a workdir holds metrics.jsonl "
                                 "once training has logged).")  # fmt: skip
     series: dict[str, dict[int, float]] = {}
-    for n, line in enumerate(file.read_text().splitlines(), 1):
+    lines = file.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
             step = int(record["step"])
         except (ValueError, KeyError, TypeError) as e:
+            # A writer killed mid-line leaves a cut-off record, last in the file or (once a
+            # resumed run appended on a fresh line) in the middle: skip it, say so.
+            if n == len(lines) or line.startswith('{"step": '):
+                log.warning("%s, line %d: skipped a cut-off record (%s).", file, n, e)
+                continue
             raise ValueError(f"{file}, line {n}: not a metrics record ({e}).") from e
         for key, value in record.items():
             if key not in ("step", "time") and isinstance(value, (int, float)):

@@ -281,7 +281,14 @@ def test_no_arguments_trains_the_shipped_default(tmp_path, monkeypatch, capsys):
 
     def fake_train(config, workdir):
         seen.update(config=config, workdir=workdir)
-        return {"eval": {}, "step": 0, "seconds": 0.0, "workdir": workdir, "interrupted": None}
+        return {
+            "eval": {},
+            "eval_step": None,
+            "step": 0,
+            "seconds": 0.0,
+            "workdir": workdir,
+            "interrupted": None,
+        }
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_train)
     assert cli.main([]) == 0

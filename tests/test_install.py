@@ -40,7 +40,8 @@ seen = {}
 
 def record(c, workdir):
     seen.update(num_steps=c.num_steps, model=c.model.name, workdir=workdir)
-    return {"eval": {}, "step": 0, "seconds": 0.0, "workdir": workdir, "interrupted": None}
+    return {"eval": {}, "eval_step": None, "step": 0, "seconds": 0.0, "workdir": workdir,
+            "interrupted": None}
 
 train.train_and_evaluate = record
 sys.argv = ["fcnjax"]

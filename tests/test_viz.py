@@ -116,7 +116,10 @@ def test_read_metrics_keeps_the_last_value_of_a_repeated_step(tmp_path):
     assert sorted(series) == ["eval/mean_iou", "train/loss"]
     steps, values = series["train/loss"]
     assert steps.tolist() == [10, 20] and values.tolist() == [2.0, 0.5]
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
+    # A cut-off final line (a killed writer) is skipped; other junk is an error.
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "a": 1}\n{"step": 2, "a')
+    assert viz.read_metrics(tmp_path)["a"][0].tolist() == [1]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(ValueError, match="line 2: not a metrics record"):
         viz.read_metrics(tmp_path)
     with pytest.raises(FileNotFoundError, match="no metrics file"):

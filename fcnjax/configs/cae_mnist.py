@@ -5,8 +5,8 @@
 Adam (Keras defaults), mean squared error, batch 32, 10 epochs, as the seed (about 566
 steps per epoch on the 18,114 training images of 1/5/6). Writes ``latent.png`` (the
 latent points of the test digits, coloured by digit) and ``decoded.png`` (the digit
-decoded from the latent point (2, -4)). Needs TFDS's ``mnist`` (downloaded and prepared on first use,
-without TensorFlow: :mod:`fcnjax.data.prepare`).
+decoded from the latent point (2, -4)). Needs TFDS's ``mnist`` (downloaded and prepared
+on first use, without TensorFlow: :mod:`fcnjax.data.prepare`).
 """
 
 from fcnjax.config import default_config

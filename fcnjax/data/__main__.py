@@ -44,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     config.setdefault("verify", True)
     try:
         source = data.get_source(config)
-    except (data.DataError, ValueError) as e:
+    except data.DataError as e:  # the data itself
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # an argument (the fcnjax command line's status 2)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{config['name']}: {len(source)} examples verified", end="")
     skipped = getattr(source, "skipped", ())
     print(f" ({len(skipped)} skipped)" if skipped else "")

@@ -51,10 +51,13 @@ def _check_num_classes(num_classes: Any, source: str) -> int:
             f"the {source} source needs `num_classes` (the number of classes in the masks, "
             f"not counting the ignore label {IGNORE_LABEL})."
         )
-    num_classes = int(num_classes)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(
+            f"the {source} source's `num_classes` must be an integer; got {num_classes!r}."
+        )
     if not 1 <= num_classes <= IGNORE_LABEL:
         raise ValueError(f"`num_classes` must be in [1, {IGNORE_LABEL}]; got {num_classes}.")
-    return num_classes
+    return int(num_classes)
 
 
 class Folder(Source):
