@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from fcnjax import layers, ops
 
@@ -26,7 +25,7 @@ def _lax(x, k, padding):
      ((3, 6, 5, 2), (2, 3), "VALID", 6), ((2, 6, 6, 3), (3, 3), ((2, 0), (1, 3)), 6),
      ((1, 5, 5, 72), (3, 3), "SAME", 64)],  # 72 x 64 > 4096: the per-tap kernel gradient
 )  # fmt: skip
-def test_gradients_match_lax_and_torch(rng, shape, window, padding, c_out, method):
+def test_gradients_match_lax(rng, shape, window, padding, c_out, method):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     k = jnp.asarray(rng.normal(size=(*window, shape[-1], c_out)), jnp.float32)
     y_ref = _lax(x, k, padding)
@@ -40,12 +39,22 @@ def test_gradients_match_lax_and_torch(rng, shape, window, padding, c_out, metho
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-4)
-    if isinstance(padding, str) and padding == "VALID":
-        tx = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).requires_grad_()
-        tk = torch.tensor(np.asarray(k)).permute(3, 2, 0, 1).requires_grad_()
-        ty = torch.nn.functional.conv2d(tx, tk)
-        ty.backward(torch.tensor(np.asarray(g)).permute(0, 3, 1, 2))
-        np.testing.assert_allclose(dk, tk.grad.permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("method", ["gemm", "im2col"])
+def test_kernel_gradient_matches_torch(rng, method):
+    import torch
+
+    x = jnp.asarray(rng.normal(size=(3, 6, 5, 2)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(2, 3, 2, 6)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(3, 5, 3, 6)), jnp.float32)
+    dk = jax.jit(jax.grad(lambda k: jnp.vdot(ops.conv(x, k, "VALID", method=method), g)))(k)
+    tx = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).requires_grad_()
+    tk = torch.tensor(np.asarray(k)).permute(3, 2, 0, 1).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tk)
+    ty.backward(torch.tensor(np.asarray(g)).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(dk, tk.grad.permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_auto_picks_gemm_for_wide_layers_and_im2col_for_large_windows_on_cpu():

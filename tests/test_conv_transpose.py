@@ -129,10 +129,18 @@ def shape_of(x, k, cfg):
 
 def forward_and_vjp(x, k, ct, cfg, method):
     """y, dx, dk as one compiled program (one compilation per example, not per primitive)."""
+    return methods_forward_and_vjp(x, k, ct, cfg, (method,))[method]
+
+
+def methods_forward_and_vjp(x, k, ct, cfg, methods=BASE_METHODS):
+    """{method: (y, dx, dk)}, every method in one compiled program (one compilation, not 3)."""
 
     def f(a, b, c):
-        y, vjp = jax.vjp(lambda a_, b_: run(a_, b_, cfg, method), a, b)
-        return (y, *vjp(c))
+        out = {}
+        for m in methods:
+            y, vjp = jax.vjp(lambda a_, b_, m=m: run(a_, b_, cfg, m), a, b)
+            out[m] = (y, *vjp(c))
+        return out
 
     return jax.jit(f)(x, k, ct)
 
@@ -161,8 +169,9 @@ def test_matches_scatter_definition(cfg):
     )
     shape = shape_of(x, k, cfg)
     assert shape == expected.shape
+    ours = jax.jit(lambda a, b: {m: run(a, b, cfg, m) for m in BASE_METHODS})(x, k)
     for method in BASE_METHODS:
-        assert_close(jax.jit(lambda a, b, m=method: run(a, b, cfg, m))(x, k), expected)
+        assert_close(ours[method], expected)
 
 
 # ------------------------------------------------------------------------------------
@@ -194,6 +203,7 @@ def torch_forward_and_grads(x, w_torch, cfg, cotangent):
     return to_last(y), to_last(xt.grad), wt.grad.numpy()
 
 
+@pytest.mark.requires_torch
 @settings(max_examples=30, **SETTINGS)
 @given(cfg=configs(torch_padding=True))
 def test_matches_torch_forward_and_gradients(cfg):
@@ -204,32 +214,40 @@ def test_matches_torch_forward_and_gradients(cfg):
     y_shape = shape_of(x, k, cfg)
     ct = np.random.default_rng(2).standard_normal(y_shape).astype(np.float32)
     y_t, dx_t, dw_t = torch_forward_and_grads(x, w_torch, cfg, ct)
-    for method in BASE_METHODS:
-        y, dx, dk = forward_and_vjp(x, k, ct, cfg, method)
+    for y, dx, dk in methods_forward_and_vjp(x, k, ct, cfg).values():
         assert_close(y, y_t)
         assert_close(dx, dx_t)
         assert_close(ops.kernel_to_torch(dk, cfg["groups"]), dw_t)
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("padding", [0, 4, "SAME", "VALID"])
-def test_kernel_16_stride_8_matches_torch(method, padding):
+def kernel_16_stride_8(padding):
     # FCN-8s' final upsampler (kernel 16, stride 8) on a 3x4 map, PyTorch's padding.
     cfg = dict(
         spatial=(3, 4), window=(16, 16), strides=(8, 8), dilation=(1, 1), groups=1,
         c_in=3, c_out=2, padding=padding, output_padding=None,
     )  # fmt: skip
-    x, k = make_arrays(cfg, seed=3)
-    crops = crops_of(cfg)
-    expected = conv_transpose_ref(x, k, (8, 8), crops, (1, 1))
+    return (cfg, *make_arrays(cfg, seed=3))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("padding", [0, 4, "SAME", "VALID"])
+def test_kernel_16_stride_8_matches_definition(method, padding):
+    cfg, x, k = kernel_16_stride_8(padding)
+    expected = conv_transpose_ref(x, k, (8, 8), crops_of(cfg), (1, 1))
     assert_close(run(x, k, cfg, method), expected)
-    if not isinstance(padding, str):
-        ct = np.ones(expected.shape, np.float32)
-        y_t, dx_t, dw_t = torch_forward_and_grads(x, np.asarray(ops.kernel_to_torch(k)), cfg, ct)
-        _, vjp = jax.vjp(lambda a, b: run(a, b, cfg, method), x, k)
-        dx, dk = vjp(jnp.asarray(ct))
-        assert_close(dx, dx_t)
-        assert_close(ops.kernel_to_torch(dk), dw_t)
+
+
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("padding", [0, 4])
+def test_kernel_16_stride_8_gradients_match_torch(method, padding):
+    cfg, x, k = kernel_16_stride_8(padding)
+    ct = np.ones(shape_of(x, k, cfg), np.float32)
+    y_t, dx_t, dw_t = torch_forward_and_grads(x, np.asarray(ops.kernel_to_torch(k)), cfg, ct)
+    _, vjp = jax.vjp(lambda a, b: run(a, b, cfg, method), x, k)
+    dx, dk = vjp(jnp.asarray(ct))
+    assert_close(dx, dx_t)
+    assert_close(ops.kernel_to_torch(dk), dw_t)
 
 
 # The subpixel method's code paths, which the small-channel property tests above rarely
@@ -247,28 +265,39 @@ SUBPIXEL_PATHS = {
 }
 
 
-@pytest.mark.parametrize("case", SUBPIXEL_PATHS, ids=list(SUBPIXEL_PATHS))
-@pytest.mark.parametrize("padding", [1, "SAME"])
-def test_subpixel_paths_match_torch(case, padding):
+def subpixel_path(case, padding):
     spatial, window, strides, groups, c_in, c_out = SUBPIXEL_PATHS[case]
     dilation = (2,) * len(spatial) if "dilation" in case else (1,) * len(spatial)
     cfg = dict(
         spatial=spatial, window=window, strides=strides, dilation=dilation, groups=groups,
         c_in=c_in, c_out=c_out, padding=padding, output_padding=None,
     )  # fmt: skip
-    x, k = make_arrays(cfg, seed=4)
-    crops = crops_of(cfg)
-    expected = conv_transpose_ref(x, k, strides, crops, dilation, groups)
-    ct = np.random.default_rng(5).standard_normal(expected.shape).astype(np.float32)
-    y, dx, dk = forward_and_vjp(x, k, ct, cfg, "subpixel")
-    assert_close(y, expected)
-    if not isinstance(padding, str):
-        w_torch = np.asarray(ops.kernel_to_torch(k, groups))
-        _, dx_t, dw_t = torch_forward_and_grads(x, w_torch, cfg, ct)
-        assert_close(dx, dx_t)
-        assert_close(ops.kernel_to_torch(dk, groups), dw_t)
+    return (cfg, *make_arrays(cfg, seed=4))
 
 
+@pytest.mark.parametrize("case", SUBPIXEL_PATHS, ids=list(SUBPIXEL_PATHS))
+@pytest.mark.parametrize("padding", [1, "SAME"])
+def test_subpixel_paths_match_definition(case, padding):
+    cfg, x, k = subpixel_path(case, padding)
+    expected = conv_transpose_ref(
+        x, k, cfg["strides"], crops_of(cfg), cfg["dilation"], cfg["groups"]
+    )
+    assert_close(jax.jit(lambda a, b: run(a, b, cfg, "subpixel"))(x, k), expected)
+
+
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("case", SUBPIXEL_PATHS, ids=list(SUBPIXEL_PATHS))
+def test_subpixel_paths_gradients_match_torch(case):
+    cfg, x, k = subpixel_path(case, 1)
+    ct = np.random.default_rng(5).standard_normal(shape_of(x, k, cfg)).astype(np.float32)
+    _, dx, dk = forward_and_vjp(x, k, ct, cfg, "subpixel")
+    w_torch = np.asarray(ops.kernel_to_torch(k, cfg["groups"]))
+    _, dx_t, dw_t = torch_forward_and_grads(x, w_torch, cfg, ct)
+    assert_close(dx, dx_t)
+    assert_close(ops.kernel_to_torch(dk, cfg["groups"]), dw_t)
+
+
+@pytest.mark.requires_torch
 def test_asymmetric_pairs_match_torch_full_output_cropped():
     import torch
 
@@ -303,6 +332,7 @@ def keras_layer(cfg):
         output_padding=cfg["output_padding"],
         dilation_rate=cfg["dilation"],
         use_bias=False,
+        kernel_initializer="zeros",  # the tests pass their kernels; no random init to compile
     )
     layer.build((None, *cfg["spatial"], cfg["c_in"]))
     return layer
@@ -316,21 +346,21 @@ def test_matches_keras_forward_and_gradients(cfg):
     x, k = make_arrays(cfg, seed=6)
     keras_kernel = np.asarray(ops.kernel_to_keras(k))
 
-    def keras_fn(a, kk):
-        return layer.stateless_call([kk], [], a)[0]
+    def keras_fn(a, kk, c):
+        y, vjp = jax.vjp(lambda a_, kk_: layer.stateless_call([kk_], [], a_)[0], a, kk)
+        return (y, *vjp(c))
 
-    y_k, vjp_k = jax.vjp(keras_fn, jnp.asarray(x), jnp.asarray(keras_kernel))
-    ct = jnp.asarray(np.random.default_rng(7).standard_normal(y_k.shape).astype(np.float32))
-    dx_k, dkk_k = vjp_k(ct)
-    for method in BASE_METHODS:
-        y, dx, dk = forward_and_vjp(x, k, ct, cfg, method)
+    y_shape = jax.eval_shape(lambda a, kk: layer.stateless_call([kk], [], a)[0], x, keras_kernel)
+    ct = np.random.default_rng(7).standard_normal(y_shape.shape).astype(np.float32)
+    y_k, dx_k, dkk_k = jax.jit(keras_fn)(x, keras_kernel, ct)
+    for y, dx, dk in methods_forward_and_vjp(x, k, ct, cfg).values():
         assert_close(y, y_k)
         assert_close(dx, dx_k)
         assert_close(ops.kernel_to_keras(dk), dkk_k)
 
 
-def test_kernel_converters_match_real_layers():
-    import keras
+@pytest.mark.requires_torch
+def test_kernel_converters_match_a_torch_layer():
     import torch
 
     tl = torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, groups=2, bias=False)
@@ -341,6 +371,10 @@ def test_kernel_converters_match_real_layers():
     y_t = tl(torch.tensor(np.moveaxis(x, -1, 1))).detach().numpy()
     y = ops.conv_transpose(x, k, 2, 0, feature_group_count=2)
     assert_close(y, np.moveaxis(y_t, 1, -1))
+
+
+def test_kernel_converters_match_a_keras_layer():
+    import keras
 
     kl = keras.layers.Conv3DTranspose(5, (2, 3, 1), strides=(1, 2, 3), use_bias=False)
     kl.build((None, 3, 3, 3, 2))
@@ -361,22 +395,26 @@ def test_adjoint_of_strided_convolution(cfg):
     # convolution with the same kernel, stride, dilation, groups and crops as padding.
     assume(output_ok(cfg))
     x, k = make_arrays(cfg, seed=9)
-    y = run(x, k, cfg, "auto")
-    u = np.random.default_rng(10).standard_normal(y.shape).astype(np.float32)
+    u = np.random.default_rng(10).standard_normal(shape_of(x, k, cfg)).astype(np.float32)
     n = len(cfg["spatial"])
-    conv_u = lax.conv_general_dilated(
-        u,
-        jnp.swapaxes(k, -1, -2),  # (*window, C_out // g, C_in): lax's grouped HWIO
-        window_strides=cfg["strides"],
-        padding=crops_of(cfg),
-        rhs_dilation=cfg["dilation"],
-        dimension_numbers=lax.ConvDimensionNumbers(
-            (0, n + 1, *range(1, n + 1)), (n + 1, n, *range(n)), (0, n + 1, *range(1, n + 1))
-        ),
-        feature_group_count=cfg["groups"],
-        precision="highest",
-    )
-    assert conv_u.shape == x.shape
+
+    def both(x, k, u):  # one compiled program per example
+        conv_u = lax.conv_general_dilated(
+            u,
+            jnp.swapaxes(k, -1, -2),  # (*window, C_out // g, C_in): lax's grouped HWIO
+            window_strides=cfg["strides"],
+            padding=crops_of(cfg),
+            rhs_dilation=cfg["dilation"],
+            dimension_numbers=lax.ConvDimensionNumbers(
+                (0, n + 1, *range(1, n + 1)), (n + 1, n, *range(n)), (0, n + 1, *range(1, n + 1))
+            ),
+            feature_group_count=cfg["groups"],
+            precision="highest",
+        )
+        return run(x, k, cfg, "auto"), conv_u
+
+    y, conv_u = jax.jit(both)(x, k, u)
+    assert y.shape == u.shape and conv_u.shape == x.shape
     lhs = np.vdot(np.asarray(conv_u, np.float64), x.astype(np.float64))
     rhs = np.vdot(u.astype(np.float64), np.asarray(y, np.float64))
     assert abs(lhs - rhs) <= 1e-4 * (abs(lhs) + np.abs(u).sum())

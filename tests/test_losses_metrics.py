@@ -11,8 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -35,7 +33,30 @@ def seg_batch(rng, n=3, h=6, w=7, k=K, ignore_frac=0.2):
     return logits, labels
 
 
+def ce_ref(logits, labels, weight=None, reduction="mean"):
+    """PyTorch's ``F.cross_entropy(..., ignore_index=255)`` from its definition, in float64.
+
+    Pixel loss -w[y] log softmax(z)[y], 0 where y = 255; "mean" divides the sum by the kept
+    pixels' summed weights (0/0 = NaN when all are ignored, as in PyTorch).
+    """
+    z, labels = np.asarray(logits, np.float64), np.asarray(labels)
+    keep = labels != 255
+    y = np.where(keep, labels, 0)[..., None]
+    log_p = z - z.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    weight = np.ones(z.shape[-1]) if weight is None else np.asarray(weight, np.float64)
+    w = np.where(keep, weight[y[..., 0]], 0)
+    loss = -w * np.take_along_axis(log_p, y, -1)[..., 0]
+    if reduction == "none":
+        return loss
+    with np.errstate(invalid="ignore"):
+        return loss.sum() if reduction == "sum" else loss.sum() / w.sum()
+
+
 def torch_ce(logits, labels, weight=None, reduction="mean"):
+    import torch
+    import torch.nn.functional as F
+
     return F.cross_entropy(
         torch.from_numpy(np.asarray(logits, np.float32)).permute(0, 3, 1, 2),
         torch.from_numpy(np.asarray(labels, np.int64)),
@@ -50,18 +71,34 @@ def torch_ce(logits, labels, weight=None, reduction="mean"):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_cross_entropy_matches_torch(rng, reduction, weighted):
+def test_cross_entropy_matches_numpy(rng, reduction, weighted):
     logits, labels = seg_batch(rng)
     weight = rng.uniform(0.1, 3.0, size=K).astype(np.float32) if weighted else None
     got = ce(logits, labels, class_weights=weight, reduction=reduction)
-    want = torch_ce(logits, labels, weight, reduction)
+    want = ce_ref(logits, labels, weight, reduction)
     assert got.dtype == jnp.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     if reduction == "none":
         assert (np.asarray(got)[labels == 255] == 0).all() and (labels == 255).any()
 
 
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_numpy_reference_matches_torch(rng, reduction):
+    logits, labels = seg_batch(rng)
+    weight = rng.uniform(0.1, 3.0, size=K).astype(np.float32)
+    for w in (None, weight):
+        want = torch_ce(logits, labels, w, reduction)
+        np.testing.assert_allclose(ce_ref(logits, labels, w, reduction), want, 1e-5, 1e-6)
+    labels[:] = 255
+    assert np.isnan(torch_ce(logits, labels)) and np.isnan(ce_ref(logits, labels))  # 0/0
+
+
+@pytest.mark.requires_torch
 def test_cross_entropy_gradient_matches_torch(rng):
+    import torch
+    import torch.nn.functional as F
+
     logits, labels = seg_batch(rng)
     weight = rng.uniform(0.1, 3.0, size=K).astype(np.float32)
     got = jax.jit(jax.grad(lambda z: ce(z, labels, class_weights=weight)))(logits)
@@ -78,7 +115,7 @@ def test_cross_entropy_all_ignored_is_zero_not_nan(rng):
     labels[:] = 255
     assert float(ce(logits, labels)) == 0.0
     assert float(ce(logits, labels, reduction="sum")) == 0.0
-    assert np.isnan(torch_ce(logits, labels))  # PyTorch's 0/0, which we avoid
+    assert np.isnan(ce_ref(logits, labels))  # PyTorch's 0/0, which we avoid
     g = jax.jit(jax.grad(lambda z: ce(z, labels)))(logits)
     assert np.isfinite(g).all() and not np.asarray(g).any()
 
@@ -103,7 +140,7 @@ def test_cross_entropy_out_of_range_labels_count_as_ignored(rng):
     for reduction in ("mean", "sum", "none"):
         np.testing.assert_allclose(
             ce(logits, bad, reduction=reduction),
-            torch_ce(logits, ignored, reduction=reduction),
+            ce_ref(logits, ignored, reduction=reduction),
             rtol=1e-5,
             atol=1e-6,
         )
@@ -112,7 +149,7 @@ def test_cross_entropy_out_of_range_labels_count_as_ignored(rng):
 def test_cross_entropy_ignore_label_argument(rng):
     logits, labels = seg_batch(rng)
     moved = np.where(labels == 255, -1, labels)
-    want = torch_ce(logits, labels)
+    want = ce_ref(logits, labels)
     np.testing.assert_allclose(ce(logits, moved, ignore_label=-1), want, 1e-5)
     # With no ignore label, only labels in [0, K) count; 255 is out of range, so skipped too.
     np.testing.assert_allclose(ce(logits, labels, ignore_label=None), want, 1e-5)
@@ -129,7 +166,7 @@ def test_cross_entropy_bfloat16_is_upcast(rng):
         assert got.dtype == jnp.float32
         # The float32 loss of the bf16-rounded logits, to float32 rounding (bfloat16 arithmetic
         # would miss by ~1e-3 relative, and fails this).
-        want = torch_ce(np.array(low.astype(jnp.float32)), labels, reduction=reduction)
+        want = ce_ref(np.array(low.astype(jnp.float32)), labels, reduction=reduction)
         np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
@@ -139,14 +176,14 @@ def test_cross_entropy_where_drops_examples_and_pixels(rng):
     w = rng.uniform(0.5, 2, K).astype(np.float32)
     for reduction in ("mean", "sum"):
         got = ce(logits, labels, class_weights=w, where=keep, reduction=reduction)
-        want = torch_ce(logits[keep], labels[keep], w, reduction)
+        want = ce_ref(logits[keep], labels[keep], w, reduction)
         np.testing.assert_allclose(got, want, rtol=1e-5)
     none = ce(logits, labels, where=keep, reduction="none")
     assert not np.asarray(none)[~keep].any()
     pixels = rng.random(labels.shape) < 0.5
     np.testing.assert_allclose(
         ce(logits, labels, where=pixels),
-        torch_ce(logits, np.where(pixels, labels, 255)),
+        ce_ref(logits, np.where(pixels, labels, 255)),
         rtol=1e-5,
     )
 
