@@ -266,6 +266,8 @@ def test_mirror_without_the_file_and_bad_idx(tmp_path):
     with pytest.raises(DataError, match=r"mirror .* has no t10k-images-idx3-ubyte.gz"):
         source("mnist", tmp_path)
     nothing_prepared(tmp_path, "mnist")
+    with pytest.raises(DataError, match=r"mirror .*nowhere is neither a folder nor"):
+        source("mnist", tmp_path, mirror=tmp_path / "nowhere")
     with pytest.raises(DataError, match="no checksums file"):
         source("mnist", tmp_path, checksums=tmp_path / "missing.tsv")
 

@@ -44,6 +44,7 @@ import os
 import struct
 import sys
 import tarfile
+import urllib.parse
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -264,10 +265,7 @@ def release_files(
         check = download.Check("sha256", info.checksum, what)
         source = url
         if mirror is not None:
-            local = Path(os.fspath(mirror)).expanduser()
-            source = (local / name).as_uri() if local.is_dir() else f"{os.fspath(mirror)}/{name}"
-            if local.is_dir() and not (local / name).is_file():
-                raise DataError(f"the mirror {local} has no {name} (needed for {builder.name}).")
+            source = _mirrored(mirror, name, builder.name)
         try:
             files[name] = download.fetch(source, cache, [check], fname=name, progressbar=True)
         except download.DownloadError as e:
@@ -277,9 +275,20 @@ def release_files(
             ) from e
         except ValueError as e:
             raise DataError(f"{builder.name}: {e}") from e
-        if info.size and files[name].stat().st_size != info.size:  # hash matched: unreachable
-            raise DataError(f"{files[name]}: {files[name].stat().st_size} bytes, not {info.size}.")
     return files
+
+
+def _mirrored(mirror: str | os.PathLike, name: str, dataset: str) -> str:
+    """The URL of release file ``name`` in ``mirror`` (a folder or a base URL)."""
+    text = os.fspath(mirror)
+    if urllib.parse.urlparse(text).scheme in ("http", "https", "ftp", "file"):
+        return f"{text.rstrip('/')}/{name}"
+    local = Path(text).expanduser()
+    if not local.is_dir():
+        raise DataError(f"the mirror {local} is neither a folder nor an http(s)/ftp/file URL.")
+    if not (local / name).is_file():
+        raise DataError(f"the mirror {local} has no {name} (needed for {dataset}).")
+    return (local / name).absolute().as_uri()
 
 
 @functools.cache
