@@ -528,7 +528,10 @@ class _Signals:
             signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt
         self.received = signum
-        log.warning("received %s: saving a checkpoint after this step", signal.Signals(signum).name)
+        log.warning(
+            "received %s: stopping (training saves a checkpoint first; again: stop at once)",
+            signal.Signals(signum).name,
+        )
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -651,11 +654,14 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     primary = jax.process_index() == 0
-    with workdir_lib.claim(workdir) if primary else contextlib.nullcontext():
-        return _train_and_evaluate(config, workdir, primary)
+    # Signals are caught from here on: a Ctrl-C while building or compiling (long calls
+    # into XLA, during which Python's KeyboardInterrupt can even be swallowed by a garbage
+    # collection callback) stops the run before its first step.
+    with workdir_lib.claim(workdir) if primary else contextlib.nullcontext(), _Signals() as sig:
+        return _train_and_evaluate(config, workdir, primary, sig)
 
 
-def _train_and_evaluate(config, workdir: Path, primary: bool) -> dict[str, Any]:
+def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals) -> dict:
     start_time = time.perf_counter()
     run = build(config)  # reads (and verifies) the data before the workdir says "started"
     if primary:
@@ -757,8 +763,10 @@ def _train_and_evaluate(config, workdir: Path, primary: bool) -> dict[str, Any]:
         stream=sys.stderr if primary else open(os.devnull, "w"),
     )  # fmt: skip
     step = start
-    with _Signals() as signals, progress:
-        while step < total_steps:
+    if _stop_requested(signals, 0, 1):  # during start-up: nothing trained, nothing to save
+        interrupted = signal.Signals(signals.received or signal.SIGTERM).name
+    with progress:
+        while step < total_steps and interrupted is None:
             batch = next(iterator)
             state, out = par.train(state, par.shard(batch))
             step += 1
@@ -799,9 +807,11 @@ def _train_and_evaluate(config, workdir: Path, primary: bool) -> dict[str, Any]:
             _write_outputs(run, par, state, workdir)
             writer.close()
         (workdir / "final_metrics.json").write_text(json.dumps(_jsonable(result), indent=2))
-    if interrupted:
+    if interrupted and last_saved == step:
         log.warning("stopped by %s at step %d; checkpoint saved in %s; run again to resume",
                     interrupted, step, checkpointer.dir)  # fmt: skip
+    elif interrupted:
+        log.warning("stopped by %s before training began; nothing was saved", interrupted)
     return result
 
 
