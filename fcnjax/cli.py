@@ -157,9 +157,12 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
     if isinstance(error, workdir.WorkdirError):
         return EXIT_USAGE, f"--workdir {error.filename}: {error.strerror}."
     failed = (
-        checkpoints.CheckpointError, DataError, train.NonFiniteLossError,
-        workdir.WorkdirBusyError, ImportError,
-    )  # fmt: skip
+        checkpoints.CheckpointError,
+        DataError,
+        train.NonFiniteLossError,
+        workdir.WorkdirBusyError,
+        ImportError,
+    )
     if isinstance(error, failed):
         return EXIT_FAILED, str(error)
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:

@@ -138,9 +138,11 @@ def output_files(out: str | os.PathLike[str], overlay: bool = True) -> list[Path
 
 
 def plan_outputs(
-    inputs: list[Path], out_dir: str | os.PathLike[str], overlay: bool = True,
+    inputs: list[Path],
+    out_dir: str | os.PathLike[str],
+    overlay: bool = True,
     overwrite: bool = False,
-) -> dict[Path, Path]:  # fmt: skip
+) -> dict[Path, Path]:
     """``{input: out_dir/<stem>.png}``, after checking that nothing is lost.
 
     Raises:
@@ -163,9 +165,10 @@ def plan_outputs(
     ]
     if clashes:
         raise ValueError(
-            "these inputs would write the same output file: " + "; ".join(clashes)
+            "these inputs would write the same output file: "
+            + "; ".join(clashes)
             + ". Rename them, or predict them into separate output folders."
-        )  # fmt: skip
+        )
     resolved = {p.resolve() for p in inputs}
     inputs_hit = [str(f) for f in writers if f.resolve() in resolved]
     if inputs_hit:

@@ -347,9 +347,14 @@ def test_a_full_disk_is_one_message(tmp_path):
 def test_ctrl_c_before_training_is_one_line(tmp_path):
     wd = tmp_path / "run"
     proc = python_m_fcnjax(
-        "train", "--config", SHAPES, "--workdir", wd, "--config.num_steps=100000",
+        "train",
+        "--config",
+        SHAPES,
+        "--workdir",
+        wd,
+        "--config.num_steps=100000",
         "--config.checkpoint.every_steps=100000",
-    )  # fmt: skip
+    )
     lock = wd / ".lock"  # claimed: past the imports, now building and compiling
     deadline = time.time() + 120
     while not lock.exists() and time.time() < deadline and proc.poll() is None:

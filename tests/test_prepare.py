@@ -91,10 +91,13 @@ def nothing_prepared(tmp_path, name):
 def test_recorded_release_files_are_what_the_readers_read():
     # The official URLs and checksums come from TFDS itself; the readers need these names.
     expected = {
-        "mnist": {f"{p}-{k}.gz" for p in ("train", "t10k") for k in ("images-idx3-ubyte",
-                                                                        "labels-idx1-ubyte")},
+        "mnist": {
+            f"{p}-{k}.gz"
+            for p in ("train", "t10k")
+            for k in ("images-idx3-ubyte", "labels-idx1-ubyte")
+        },
         "oxford_iiit_pet": {"images.tar.gz", "annotations.tar.gz"},
-    }  # fmt: skip
+    }
     expected["fashion_mnist"] = expected["mnist"]
     for name, files in expected.items():
         infos = prepare.builder(name, "/nonexistent").url_infos
@@ -113,9 +116,11 @@ def test_mnist_from_http_without_tensorflow(tmp_path):
     version_dir = tmp_path / "tfds" / "mnist" / "3.0.1"
     assert '"fileFormat": "array_record"' in (version_dir / "dataset_info.json").read_text()
     assert sorted(p.name for p in (tmp_path / "tfds" / "downloads" / "mnist").iterdir()) == [
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-    ]  # fmt: skip
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
     for split, src, seed in (("train", train, 0), ("test", test, 1)):
         originals = {r["image"].tobytes(): r["label"] for r in mnist_records(N, seed)}
         raw = prepare.data_source("mnist", split, tmp_path / "tfds", download=False)
@@ -141,10 +146,8 @@ def test_pets_from_a_folder_without_tensorflow(tmp_path):
 
     with tarfile.open(files["images.tar.gz"]) as tar:
         encoded = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-    by_name = {}
-    for i in range(N):
-        by_name[str(raw[i]["file_name"].decode() if isinstance(raw[i]["file_name"], bytes)
-                    else raw[i]["file_name"])] = i  # fmt: skip
+    names = [raw[i]["file_name"] for i in range(N)]  # TFDS's Text: bytes or str
+    by_name = {n.decode() if isinstance(n, bytes) else str(n): i for i, n in enumerate(names)}
     assert len(by_name) == N
     for k, rec in enumerate(originals):
         name = next(n for n in encoded if n.endswith(f"_{k + 1}.jpg"))[len("images/") :]

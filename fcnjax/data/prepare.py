@@ -197,9 +197,11 @@ def _pets_splits(files: Mapping[str, Path]) -> dict[str, Examples]:
                 if xml_name in annotation_members:
                     xml = _member(annotations, annotation_members, xml_name, annotations_tar)
                 trimap = _member(
-                    annotations, annotation_members, f"annotations/trimaps/{name}.png",
+                    annotations,
+                    annotation_members,
+                    f"annotations/trimaps/{name}.png",
                     annotations_tar,
-                )  # fmt: skip
+                )
                 yield (
                     f"{name}.jpg",
                     {
