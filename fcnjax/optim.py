@@ -35,7 +35,15 @@ import optax
 
 from fcnjax.models.fcn import backbone_mask
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "DEFAULTS", "make_optimizer", "make_schedule", "param_labels"]
+__all__ = [
+    "DEFAULTS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "make_optimizer",
+    "make_schedule",
+    "param_labels",
+    "step_schedule",
+]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "poly", "cosine")
@@ -114,6 +122,29 @@ def make_schedule(config: Mapping[str, Any] | None, total_steps: int) -> optax.S
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+def step_schedule(config: Mapping[str, Any] | None, total_steps: int) -> Callable[[int], Any]:
+    """The learning rate that :func:`make_optimizer` applies, by training step.
+
+    With ``accumulate_steps=k`` the schedule runs over the ``ceil(total_steps / k)``
+    updates, one every k steps (micro-batches); step ``s`` is update ``s // k``. This is
+    what a log of the learning rate must show (with k > 1, evaluating :func:`make_schedule`
+    at micro-steps would end the warm-up k times too early).
+
+    >>> s = step_schedule(dict(learning_rate=1.0, warmup_steps=2, accumulate_steps=4), 40)
+    >>> [round(float(s(t)), 2) for t in (0, 4, 7, 8)]
+    [0.0, 0.5, 0.5, 1.0]
+    """
+    opts = _options(config)
+    k = int(opts["accumulate_steps"])
+    schedule = _update_schedule(opts, total_steps)
+    return schedule if k == 1 else (lambda step: schedule(step // k))
+
+
+def _update_schedule(opts: dict[str, Any], total_steps: int) -> optax.Schedule:
+    """:func:`make_schedule` over the optimizer's updates, one every ``accumulate_steps``."""
+    return make_schedule(opts, -(-int(total_steps) // int(opts["accumulate_steps"])))
+
+
 def param_labels(
     params: Any,
     *,
@@ -172,7 +203,7 @@ def make_optimizer(
     """
     opts = _options(config)
     k = int(opts["accumulate_steps"])
-    schedule = make_schedule(opts, -(-int(total_steps) // k))
+    schedule = _update_schedule(opts, total_steps)
     decay_bias = not (opts["no_bias_decay"] or opts["bias_lr_mult"] != 1.0)
     labels = param_labels(
         params,

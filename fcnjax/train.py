@@ -718,7 +718,7 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
     last_loss = float("nan")
     eval_results: dict[str, Any] = {}
     eval_step = None
-    schedule = optim.make_schedule(config.optimizer.to_dict(), total_steps)
+    schedule = optim.step_schedule(config.optimizer.to_dict(), total_steps)  # what it applies
 
     def check_losses() -> float:
         nonlocal pending
@@ -773,7 +773,8 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
             pending.append((step, out["loss"]))
             if step % config.log_every_steps == 0 or step == total_steps:
                 last_loss = check_losses()
-                writer.write(step, {"loss": last_loss, "learning_rate": float(schedule(step))})
+                lr = float(schedule(step - 1))  # what step `step` (1-based) applied
+                writer.write(step, {"loss": last_loss, "learning_rate": lr})
             progress.update(
                 step, config.batch_size, **({} if np.isnan(last_loss) else {"loss": last_loss})
             )
