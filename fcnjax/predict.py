@@ -169,18 +169,24 @@ def plan_outputs(
             + "; ".join(clashes)
             + ". Rename them, or predict them into separate output folders."
         )
+    _nothing_lost(list(writers), inputs, overwrite)
+    return plan
+
+
+def _nothing_lost(outputs: list[Path], inputs: list[Path], overwrite: bool) -> None:
+    """Raises unless writing ``outputs`` keeps every input and, without ``overwrite``,
+    every existing file."""
     resolved = {p.resolve() for p in inputs}
-    inputs_hit = [str(f) for f in writers if f.resolve() in resolved]
+    inputs_hit = [str(f) for f in outputs if f.resolve() in resolved]
     if inputs_hit:
         raise ValueError(f"the outputs would replace input images: {', '.join(inputs_hit)}.")
-    existing = [str(f) for f in writers if f.exists()]
+    existing = [str(f) for f in outputs if f.exists()]
     if existing and not overwrite:
         shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" * (len(existing) > 5))
         raise FileExistsError(
             f"{len(existing)} output files exist already ({shown}); pass --overwrite "
             "(overwrite=True) to replace them, or choose another output folder."
         )
-    return plan
 
 
 def _write(mask: np.ndarray, image: np.ndarray, out: Path, overlay: bool, colours) -> list[Path]:
@@ -214,14 +220,7 @@ def predict_segmentation(
     """
     if out_fname is not None:
         inputs = [] if isinstance(inp, np.ndarray) else [Path(inp)]
-        outs = output_files(out_fname, overlay)
-        if any(Path(o).resolve() in {p.resolve() for p in inputs} for o in outs):
-            raise ValueError(f"`out_fname` {out_fname} would replace the input image.")
-        existing = [str(o) for o in outs if o.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"output files exist already ({', '.join(existing)}); pass overwrite=True."
-            )
+        _nothing_lost(output_files(out_fname, overlay), inputs, overwrite)
     predictor = _predictor(workdir, checkpoint)
     image = read_image(inp) if not isinstance(inp, np.ndarray) else np.asarray(inp)
     mask = predictor(image)
