@@ -15,7 +15,7 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from fcnjax import ops
-from fcnjax.ops._conv_transpose import _per_dim
+from fcnjax.ops._args import per_dim
 from fcnjax.ops._upsample import bilinear_window
 from fcnjax.typing import Array, ArrayLike, DTypeLike, IntOrSeq, PaddingLike, PrecisionLike
 
@@ -101,7 +101,7 @@ class Conv(nn.Module):
     def __call__(self, x: ArrayLike) -> Array:
         """``(N, H, W, C_in) -> (N, H', W', features)``."""
         x = jnp.asarray(x)
-        window = _per_dim("kernel_size", self.kernel_size, 2, 1)
+        window = per_dim("kernel_size", self.kernel_size, 2, 1)
         kernel = self.param(
             "kernel", self.kernel_init, (*window, x.shape[-1], self.features), self.param_dtype
         )
@@ -163,7 +163,7 @@ class ConvTranspose(nn.Module):
         if x.ndim < 3:
             raise ValueError(f"ConvTranspose input must be (N, *spatial, C); got {x.shape}.")
         n = x.ndim - 2
-        window = _per_dim("kernel_size", self.kernel_size, n, 1)
+        window = per_dim("kernel_size", self.kernel_size, n, 1)
         g = self.feature_group_count
         if not isinstance(self.features, (int, np.integer)) or self.features < 1:
             raise ValueError(f"`features` must be a positive int, got {self.features!r}.")
@@ -222,7 +222,7 @@ class Upsample(nn.Module):
         x = jnp.asarray(x, self.dtype)
         if x.ndim < 3:
             raise ValueError(f"Upsample input must be (N, *spatial, C); got {x.shape}.")
-        factors = _per_dim("factor", self.factor, x.ndim - 2, 1)
+        factors = per_dim("factor", self.factor, x.ndim - 2, 1)
         if self.method == "bilinear":
             return ops.upsample_bilinear(x, factors).astype(x.dtype)
         if self.method == "nearest":
@@ -262,7 +262,7 @@ class MaxUnpool(nn.Module):
 
 
 def _spatial_sizes(name: str, size: Any, n: int) -> tuple[int, ...]:
-    return _per_dim(name, size, n, 0)
+    return per_dim(name, size, n, 0)
 
 
 def crop_to(x: ArrayLike, size: IntOrSeq, offset: IntOrSeq = 0) -> Array:
@@ -318,7 +318,7 @@ def pad_to_multiple(
     x = jnp.asarray(x)
     if x.ndim < 3:
         raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
-    mult = _per_dim("multiple", multiple, x.ndim - 2, 1)
+    mult = per_dim("multiple", multiple, x.ndim - 2, 1)
     size = tuple(x.shape[1:-1])
     pads = [(0, 0)] + [(0, -s % m) for s, m in zip(size, mult)] + [(0, 0)]
     if mode == "constant":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fcnjax.data.core import IGNORE_LABEL
+from fcnjax.labels import IGNORE_LABEL
 from fcnjax.typing import Array, ArrayLike
 
 __all__ = ["mean_squared_error", "pixel_weights", "softmax_cross_entropy"]

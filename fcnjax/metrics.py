@@ -29,7 +29,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from fcnjax.data.core import IGNORE_LABEL
+from fcnjax.labels import IGNORE_LABEL
 from fcnjax.typing import Array, ArrayLike
 
 __all__ = ["ConfusionMatrix", "confusion_matrix", "segmentation_metrics"]

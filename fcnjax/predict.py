@@ -29,6 +29,7 @@ from fcnjax import config as config_lib
 from fcnjax import data as data_lib
 from fcnjax import viz
 from fcnjax.data.core import IMAGE_EXTENSIONS, read_image
+from fcnjax.ops import resize_logits
 
 __all__ = [
     "Predictor",
@@ -72,13 +73,6 @@ class Predictor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.logits(image).argmax(-1).astype(np.uint8)
-
-
-def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(h, w, K)`` scores of a resized input, bilinearly back at the image's ``size``."""
-    if logits.shape[:2] == tuple(size):
-        return logits
-    return np.asarray(jax.image.resize(logits, (*size, logits.shape[-1]), "bilinear"))
 
 
 @functools.lru_cache(maxsize=4)

@@ -53,9 +53,9 @@ from jax.sharding import PartitionSpec as P
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
-from fcnjax import losses, metrics, models, optim, predict, summary, viz
+from fcnjax import losses, metrics, models, ops, optim, summary, viz
 from fcnjax import workdir as workdir_lib
-from fcnjax.data.core import IGNORE_LABEL
+from fcnjax.labels import IGNORE_LABEL
 
 __all__ = [
     "AUTOENCODER",
@@ -849,7 +849,7 @@ def _write_outputs(run: Run, par: Parallel, state: TrainState, workdir: Path) ->
         for raw, out in zip(raws, outputs):
             h, w = raw["image"].shape[:2]
             if run.eval_transform.mode == "resize":
-                out = predict.resize_logits(out, (h, w))
+                out = ops.resize_logits(out, (h, w))
             preds.append(out.argmax(-1)[:h, :w])
         truths = [raw["mask"] for raw in raws] if all("mask" in r for r in raws) else None
         small = max(r["image"].shape[0] for r in raws) <= 128

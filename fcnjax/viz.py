@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fcnjax.data.core import IGNORE_LABEL
+from fcnjax.labels import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_LABEL = 255
-"""The one label for void, borders, crowds and padding: every loss and metric skips it."""
+from fcnjax.labels import IGNORE_LABEL
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")

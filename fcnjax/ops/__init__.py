@@ -3,6 +3,7 @@
 Everything here works on plain arrays, without Flax: ``from fcnjax import ops``.
 """
 
+from fcnjax.ops._args import per_dim
 from fcnjax.ops._conv import conv
 from fcnjax.ops._conv_transpose import (
     METHODS,
@@ -16,7 +17,12 @@ from fcnjax.ops._conv_transpose import (
     zero_insert,
 )
 from fcnjax.ops._pooling import max_pool, max_pool_with_argmax, max_unpool
-from fcnjax.ops._upsample import bilinear_filter, bilinear_kernel, upsample_bilinear
+from fcnjax.ops._upsample import (
+    bilinear_filter,
+    bilinear_kernel,
+    resize_logits,
+    upsample_bilinear,
+)
 
 __all__ = [
     "METHODS",
@@ -32,6 +38,8 @@ __all__ = [
     "max_pool",
     "max_pool_with_argmax",
     "max_unpool",
+    "per_dim",
+    "resize_logits",
     "select_method",
     "upsample_bilinear",
     "zero_insert",

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fcnjax.ops._args import is_int, per_dim
 from fcnjax.typing import Array, ArrayLike, DTypeLike, IntOrSeq, PaddingLike, PrecisionLike
 
 __all__ = [
@@ -65,30 +66,6 @@ _MIN_IM2COL_DEPTH = 32
 # --------------------------------------------------------------------------------------
 # Argument normalisation (pure Python; shared by every method and by the shape helper).
 # --------------------------------------------------------------------------------------
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _per_dim(name: str, value, n: int, minimum: int) -> tuple[int, ...]:
-    """An int or a length-``n`` sequence of ints, each ``>= minimum``."""
-    if _is_int(value):
-        values = (int(value),) * n
-    else:
-        try:
-            values = tuple(value)
-        except TypeError:
-            values = None
-        if values is None or len(values) != n or not all(_is_int(v) for v in values):
-            raise ValueError(
-                f"`{name}` must be an int or a sequence of {n} ints (one per spatial "
-                f"dimension), got {value!r}."
-            )
-        values = tuple(int(v) for v in values)
-    if any(v < minimum for v in values):
-        raise ValueError(f"`{name}` must be >= {minimum} in every dimension, got {value!r}.")
-    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +115,7 @@ def _torch_crops(padding, n: int) -> tuple[tuple[int, int], ...]:
     expected = (
         f'"SAME", "VALID", an int, a sequence of {n} ints, or a sequence of {n} (lo, hi) pairs'
     )
-    if _is_int(padding):
+    if is_int(padding):
         pairs = ((int(padding),) * 2,) * n
     else:
         try:
@@ -149,13 +126,13 @@ def _torch_crops(padding, n: int) -> tuple[tuple[int, int], ...]:
             raise ValueError(f"`padding` must be {expected}, got {padding!r}.")
         pairs = []
         for item in items:
-            if _is_int(item):
+            if is_int(item):
                 pairs.append((int(item), int(item)))
             elif (
                 not isinstance(item, str)
                 and isinstance(item, Sequence)
                 and len(item) == 2
-                and all(_is_int(v) for v in item)
+                and all(is_int(v) for v in item)
             ):
                 pairs.append((int(item[0]), int(item[1])))
             else:
@@ -187,7 +164,7 @@ def _geometry(
             f"`kernel` must have rank {n + 2}, (*window, C_in, C_out // groups), to match `x` "
             f"of shape {x_shape} with {n} spatial dimension(s); got kernel shape {kernel_shape}."
         )
-    if not _is_int(feature_group_count) or feature_group_count < 1:
+    if not is_int(feature_group_count) or feature_group_count < 1:
         raise ValueError(
             f"`feature_group_count` must be a positive int, got {feature_group_count!r}."
         )
@@ -207,12 +184,12 @@ def _geometry(
             f"spatial sizes must be >= 1: `x` shape {x_shape}, `kernel` shape {kernel_shape}."
         )
     window = tuple(kernel_shape[:-2])
-    strides = _per_dim("strides", strides, n, 1)
-    dilation = _per_dim("kernel_dilation", 1 if kernel_dilation is None else kernel_dilation, n, 1)
+    strides = per_dim("strides", strides, n, 1)
+    dilation = per_dim("kernel_dilation", 1 if kernel_dilation is None else kernel_dilation, n, 1)
     if output_padding is None:
         ops_ = (None,) * n
     else:
-        ops_ = _per_dim("output_padding", output_padding, n, 0)
+        ops_ = per_dim("output_padding", output_padding, n, 0)
         for op, s, d in zip(ops_, strides, dilation):
             if op >= max(s, d):
                 raise ValueError(
@@ -303,7 +280,7 @@ def _as_array(a) -> Array:
 
 
 def _check_groups(groups, c_in: int, name: str, shape) -> None:
-    if not _is_int(groups) or groups < 1 or c_in % groups:
+    if not is_int(groups) or groups < 1 or c_in % groups:
         raise ValueError(
             f"`feature_group_count`={groups!r} must be a positive int dividing "
             f"C_in={c_in} of `{name}` (shape {shape})."
@@ -389,7 +366,7 @@ def zero_insert(x: ArrayLike, strides: IntOrSeq) -> Array:
     x = jnp.asarray(x)
     if x.ndim < 3:
         raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
-    s = _per_dim("strides", strides, x.ndim - 2, 1)
+    s = per_dim("strides", strides, x.ndim - 2, 1)
     cfg = [(0, 0, 0)] + [(0, 0, si - 1) for si in s] + [(0, 0, 0)]
     return lax.pad(x, jnp.zeros((), x.dtype), cfg)
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fcnjax.ops._conv_transpose import _per_dim
+from fcnjax.ops._args import per_dim
 from fcnjax.typing import Array, ArrayLike, IntOrSeq
 
 __all__ = ["max_pool", "max_pool_with_argmax", "max_unpool"]
@@ -65,7 +65,7 @@ def max_pool(x: ArrayLike, window: IntOrSeq = 2, padding: str = "VALID") -> Arra
     """
     x = _pooling_input(x)
     n = x.ndim - 2
-    window = _per_dim("window", window, n, 1)
+    window = per_dim("window", window, n, 1)
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
         raise ValueError(f'`padding` must be "SAME" or "VALID"; got {padding!r}.')
     spatial = x.shape[1:-1]
@@ -133,8 +133,8 @@ def max_pool_with_argmax(
     x = _pooling_input(x)
     n = x.ndim - 2
     spatial = x.shape[1:-1]
-    window = _per_dim("window", window, n, 1)
-    strides = window if strides is None else _per_dim("strides", strides, n, 1)
+    window = per_dim("window", window, n, 1)
+    strides = window if strides is None else per_dim("strides", strides, n, 1)
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
             raise ValueError(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcnjax.ops._conv_transpose import _per_dim, conv_transpose
+from fcnjax.ops._args import per_dim
+from fcnjax.ops._conv_transpose import conv_transpose
 from fcnjax.typing import Array, ArrayLike, DTypeLike, IntOrSeq
 
-__all__ = ["bilinear_filter", "bilinear_kernel", "upsample_bilinear"]
+__all__ = ["bilinear_filter", "bilinear_kernel", "resize_logits", "upsample_bilinear"]
 
 
 def bilinear_filter(factor: int) -> np.ndarray:
@@ -105,7 +107,7 @@ def upsample_bilinear(x: ArrayLike, factor: IntOrSeq, *, method: str = "auto") -
     if x.ndim < 3:
         raise ValueError(f"`x` must be (N, *spatial, C); got shape {x.shape}.")
     n = x.ndim - 2
-    factors = _per_dim("factor", factor, n, 1)
+    factors = per_dim("factor", factor, n, 1)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.float32)
     kernel = jnp.asarray(bilinear_window(factors)[..., None, None], x.dtype)  # (*window, 1, 1)
@@ -117,3 +119,15 @@ def upsample_bilinear(x: ArrayLike, factor: IntOrSeq, *, method: str = "auto") -
     y = y[(slice(None), *(slice(f, f + s * f) for f, s in zip(factors, spatial)))]
     y = y.reshape(batch, channels, *(s * f for s, f in zip(spatial, factors)))
     return jnp.moveaxis(y, 1, -1)
+
+
+def resize_logits(logits: ArrayLike, size: Sequence[int]) -> np.ndarray:
+    """Class scores ``(h, w, K)`` of a resized input, bilinearly back at the image's ``size``.
+
+    >>> resize_logits(np.zeros((4, 4, 3), np.float32), (8, 6)).shape
+    (8, 6, 3)
+    """
+    logits = np.asarray(logits)
+    if logits.shape[:2] == tuple(size):
+        return logits
+    return np.asarray(jax.image.resize(logits, (*size, logits.shape[-1]), "bilinear"))
