@@ -1,185 +1,31 @@
-"""Training logs without TensorFlow: TensorBoard event files, JSON lines, a progress bar, a table.
+"""Training logs: TensorBoard scalars, JSON lines, a progress bar, a table.
 
 :class:`MetricWriter` is what the trainer uses: every ``write`` goes to ``workdir/metrics.jsonl``
-(:class:`JsonlWriter`, for scripts and notebooks) and to TensorBoard event files under
-``workdir/tensorboard/`` (:class:`EventWriter`, for ``tensorboard --logdir``). :class:`Progress`
-shows steps, throughput and ETA on a terminal or in a log; :func:`format_table` prints final
-metrics. Only the standard library and NumPy are used.
+(:class:`JsonlWriter`, for scripts and notebooks) and, through tensorboardX (no TensorFlow
+needed), to TensorBoard event files under ``workdir/tensorboard/`` (for ``tensorboard
+--logdir``). :class:`Progress` (tqdm) shows steps, images per second and ETA on a terminal, as a
+widget in a notebook, or as plain lines in a log; :func:`format_table` prints final metrics.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import math
 import os
-import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+import tqdm.auto
+import tqdm.autonotebook  # after tqdm.auto, which imports it with its warning silenced
+import tqdm.std
 
-# ---------------------------------------------------------------------------------------------
-# CRC-32C and TFRecord framing
-
-
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)  # Castagnoli polynomial, bit-reversed
-        table.append(c)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum of TFRecord files; RFC 3720 appendix B.4.
-
-    >>> hex(crc32c(b"123456789"))
-    '0xe3069283'
-    """
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: ``crc32c`` rotated right by 15 bits plus ``0xA282EAD8``.
-
-    The mask keeps the CRC of data that itself contains CRCs from being degenerate.
-
-    >>> hex(masked_crc32c(b"123456789"))
-    '0xc78ab0e5'
-    """
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-    """Frames ``data`` as one TFRecord: length, CRC of the length, data, CRC of the data."""
-    length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Protocol buffer encoding of the few messages TensorBoard needs
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # a negative int64 is encoded as its 64-bit two's complement
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _int_field(field: int, value: int) -> bytes:
-    return _varint(field << 3) + _varint(value)  # wire type 0
-
-
-def _bytes_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _event(wall_time: float, step: int, *, file_version: str = "", summary: bytes = b"") -> bytes:
-    out = _varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _int_field(2, step)
-    if file_version:
-        out += _bytes_field(3, file_version.encode())
-    if summary:
-        out += _bytes_field(5, summary)
-    return out
-
-
-def _scalar_value(tag: str, value: float) -> bytes:
-    return _bytes_field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value)
-
-
-def _image_value(tag: str, png: bytes, height: int, width: int, colorspace: int) -> bytes:
-    image = (
-        _int_field(1, height)
-        + _int_field(2, width)
-        + _int_field(3, colorspace)
-        + _bytes_field(4, png)
-    )
-    return _bytes_field(1, tag.encode()) + _bytes_field(4, image)
-
-
-class EventWriter:
-    """Writes a TensorBoard event file: ``logdir/events.out.tfevents.{time}.{host}.fcnjax``.
-
-    The file is a sequence of TFRecords (``uint64`` length, little-endian; ``uint32`` masked
-    CRC-32C of those 8 bytes; the data; ``uint32`` masked CRC-32C of the data). Each record's
-    data is a serialized ``tensorflow.Event``, of which only these fields are written::
-
-        Event   {double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5}
-        Summary {repeated Value value = 1}
-        Value   {string tag = 1; float simple_value = 2; Image image = 4}
-        Image   {int32 height = 1; int32 width = 2; int32 colorspace = 3;
-                 bytes encoded_image_string = 4}
-
-    The first record is an Event holding only ``file_version: "brain.Event:2"``. Every call
-    is flushed, so TensorBoard shows it while training runs (calls come once per logging
-    interval, so the cost is one system call each).
-    """
-
-    def __init__(self, logdir: str | os.PathLike[str]):
-        os.makedirs(logdir, exist_ok=True)
-        base = os.path.join(
-            logdir, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.fcnjax"
-        )
-        self.path, n = base, 0
-        while True:
-            try:  # "x": two writers started in the same second never share a file
-                self._file: IO[bytes] = open(self.path, "xb")
-                break
-            except FileExistsError:
-                n += 1
-                self.path = f"{base}.{n}"
-        self._write(_event(time.time(), 0, file_version="brain.Event:2"))
-
-    def _write(self, event: bytes) -> None:
-        self._file.write(tfrecord(event))
-        self._file.flush()
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        """Writes one Event at ``step`` with a ``simple_value`` (float32) per tag."""
-        summary = b"".join(_bytes_field(1, _scalar_value(t, float(v))) for t, v in values.items())
-        self._write(_event(time.time(), int(step), summary=summary))
-
-    def image(
-        self, step: int, tag: str, png_bytes: bytes, height: int, width: int, colorspace: int = 3
-    ) -> None:
-        """Writes one encoded image (PNG; ``colorspace`` 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)."""
-        value = _image_value(tag, png_bytes, int(height), int(width), int(colorspace))
-        self._write(_event(time.time(), int(step), summary=_bytes_field(1, value)))
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> EventWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
+if TYPE_CHECKING:
+    import tensorboardX
 
 # ---------------------------------------------------------------------------------------------
 # JSON lines
@@ -281,33 +127,62 @@ def flatten_metrics(values: Mapping[str, Any], prefix: str = "") -> dict[str, fl
     return out
 
 
+# Seconds between flushes of the event file by tensorboardX's writer thread: TensorBoard (which
+# reloads every 5 s) shows a run while it trains, and a killed run loses at most this much.
+FLUSH_SECS = 5.0
+
+_event_files = itertools.count()  # numbers the event files this process opens
+
+
 class MetricWriter:
     """Writes metrics to ``workdir/metrics.jsonl`` and to TensorBoard in ``workdir/tensorboard``.
 
-    Both get the same tags (see :func:`flatten_metrics`). With ``enabled=False`` nothing is
-    created or written: pass ``enabled=jax.process_index() == 0`` so that only one host logs.
+    Both get the same tags (see :func:`flatten_metrics`), verbatim: each ``write`` is one
+    TensorBoard event holding every tag as a ``simple_value`` (float32). The event file is
+    written by ``tensorboardX.SummaryWriter`` in a thread of its own and flushed every
+    :data:`FLUSH_SECS`; ``close`` writes the rest. With ``enabled=False`` nothing is created or
+    written: pass ``enabled=jax.process_index() == 0`` so that only one host logs.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], enabled: bool = True):
         self.enabled = enabled
         self.jsonl: JsonlWriter | None = None
-        self.events: EventWriter | None = None
+        self.events: tensorboardX.SummaryWriter | None = None
+        self._closed = False
         if enabled:
+            # Imported here: tensorboardX imports PyTorch when it is installed (1.5 s), which
+            # `fcnjax evaluate` (format_table) and hosts that do not log need not pay.
+            import tensorboardX
+
             os.makedirs(workdir, exist_ok=True)
             self.jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
-            self.events = EventWriter(os.path.join(workdir, "tensorboard"))
+            # tensorboardX names the file by the second and the host only, and would truncate
+            # another writer's file started in the same second (a quick restart, a test).
+            suffix = f".{os.getpid()}.{next(_event_files)}.fcnjax"
+            self.events = tensorboardX.SummaryWriter(
+                os.path.join(workdir, "tensorboard"), flush_secs=FLUSH_SECS, filename_suffix=suffix
+            )
 
     def write(self, step: int, values: Mapping[str, Any], prefix: str = "train") -> None:
+        """Writes the scalars of ``values`` (see :func:`flatten_metrics`) at ``step``."""
+        if self._closed:
+            raise ValueError("MetricWriter.write: the writer was closed")
         if not self.enabled:
             return
+        from tensorboardX.proto.summary_pb2 import Summary
+
         scalars = flatten_metrics(values, prefix)
         self.jsonl.write(step, scalars)
-        self.events.scalars(step, scalars)
+        # Not add_scalar: it writes one event per tag and replaces characters outside
+        # [-/\w.] (a class "traffic light"), so TensorBoard's tags would differ from the JSON's.
+        summary = Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in scalars.items()])
+        self.events.file_writer.add_summary(summary, int(step))
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and not self._closed:
             self.jsonl.close()
             self.events.close()
+        self._closed = True
 
     def __enter__(self) -> MetricWriter:
         return self
@@ -325,31 +200,59 @@ def _number(x: float) -> str:
     return f"{x:.4f}" if x == 0 or 1e-3 <= abs(x) < 1e5 or not math.isfinite(x) else f"{x:.3e}"
 
 
-def _duration(seconds: float) -> str:
-    minutes, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(minutes, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+# tqdm's default line with the rate in images per second and "step" before the count.
+_BAR_FORMAT = (
+    "{l_bar}{bar}| step {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {images_per_s}{postfix}]"
+)
+
+
+class _Bar(tqdm.auto.tqdm):
+    """tqdm (a notebook widget when ``tqdm.auto`` finds one) with the rate given by ``rates``."""
+
+    def __init__(self, rates: Callable[[], tuple[float, str]], **kwargs: Any):
+        self.rates = rates
+        super().__init__(**kwargs)
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        # Overriding format_dict is tqdm's documented way to add fields to bar_format.
+        d = super().format_dict
+        d["rate"], d["images_per_s"] = self.rates()
+        return d
+
+
+def _interactive(stream: IO[str]) -> bool:
+    """Whether ``stream`` shows a redrawn bar: a terminal, or a notebook's own output."""
+    if stream is sys.stdout or stream is sys.stderr:
+        if tqdm.autonotebook.tqdm is not tqdm.std.tqdm:  # in Jupyter or Colab, with ipywidgets
+            return True
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 class Progress:
-    """A progress line: ``step 120/800 [###.......] 15% loss 0.3120 | 85.3 img/s | ETA 1:23``.
+    """A tqdm bar of training steps with images per second, ETA and scalars such as the loss.
+
+    ``42%|####2     | step 42/100 [00:10<00:14, 33.4 img/s, loss=0.3120]``
 
     Images per second are measured between the ends of updates, over the last ``window`` of
     them, so the first step, which includes compilation, never counts (it would understate
-    the rate for most of a short run); the ETA is the remaining steps at that window's step
-    rate. On a terminal the line is redrawn in place at most ``1 / min_interval`` times a
-    second; on any other stream (a CI log, a file) a full line is printed when ``step``
-    reaches a multiple of ``every`` (default: about 20 lines in a run) and at ``total_steps``.
+    the rate for most of a short run, as tqdm's own average would); the ETA is the remaining
+    steps at that window's step rate, ``?`` until two updates. On a terminal, and as a widget
+    in a notebook (``tqdm.auto``), the bar is redrawn in place by tqdm, at most ten times a
+    second; on any other stream (a CI log, a file) a full line in the same format is printed
+    when ``step`` reaches a multiple of ``every`` (default: about 20 lines in a run) and at
+    ``total_steps``, with no carriage returns. ``time_fn`` is the clock of the rate and of
+    those lines' elapsed time.
 
     >>> import io
-    >>> clock = iter([10.0, 11.0, 12.0, 13.0]).__next__  # step 1 compiles; then 1 s a step
+    >>> clock = iter([9.0, 10.0, 11.0, 12.0, 13.0]).__next__  # step 1 compiles; then 1 s a step
     >>> out = io.StringIO()
     >>> with Progress(4, stream=out, every=2, time_fn=clock) as p:
     ...     for step in range(1, 5):
     ...         p.update(step, images=8, loss=1 / step)
     >>> print(out.getvalue(), end="")
-    step 2/4 [##########..........]  50% loss 0.5000 | 8.0 img/s | ETA 0:02
-    step 4/4 [####################] 100% loss 0.2500 | 8.0 img/s | ETA 0:00
+     50%|#####     | step 2/4 [00:02<00:02, 8.0 img/s, loss=0.5000]
+    100%|##########| step 4/4 [00:04<00:00, 8.0 img/s, loss=0.2500]
     """
 
     def __init__(
@@ -360,84 +263,89 @@ class Progress:
         every: int | None = None,
         *,
         window: int = 20,
-        width: int = 20,
-        min_interval: float = 0.1,
         time_fn: Callable[[], float] = time.perf_counter,
     ):
+        checks = [("total_steps", total_steps, 0), ("start_step", start_step, 0)]
+        checks += [("window", window, 1), ("every", 1 if every is None else every, 1)]
+        for name, value, least in checks:
+            if value < least:
+                raise ValueError(f"Progress: expected {name} >= {least}, got {value}")
         self.total_steps = total_steps
         self.stream = sys.stderr if stream is None else stream
         self.every = every or max(1, (total_steps - start_step) // 20)
-        self.width = width
-        self.min_interval = min_interval
         self.time_fn = time_fn
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         # (time, step, images counted so far) at the last `window` + 1 updates.
         self._points: collections.deque[tuple[float, int, int]] = collections.deque(
             maxlen=window + 1
         )
         self._images = 0
+        self._start = time_fn()
         self._next_print = (start_step // self.every + 1) * self.every
         self._printed = start_step  # a second update at a printed step is not printed again
-        self._line = ""
-        self._shown = ""  # the line now on the terminal
-        self._drawn = -math.inf  # when the terminal line was last redrawn
-        self._open = False  # a terminal line without its newline yet
+        self._bar: _Bar | None = None
+        if _interactive(self.stream):
+            self._bar = _Bar(
+                self._rates,
+                total=total_steps,
+                initial=start_step,
+                file=self.stream,
+                bar_format=_BAR_FORMAT,
+                unit="step",
+                dynamic_ncols=True,
+            )
+
+    def _rates(self) -> tuple[float, str]:
+        """Steps per second (0 when unknown: tqdm then shows ``?``) and images per second."""
+        # Differences from the oldest point kept, so the first update, whose step includes
+        # compilation, adds neither its time nor its images.
+        if self._points:
+            (t0, s0, i0), (t1, s1, i1) = self._points[0], self._points[-1]
+            if t1 > t0 and s1 > s0:
+                return (s1 - s0) / (t1 - t0), f"{(i1 - i0) / (t1 - t0):.1f} img/s"
+        return 0.0, "? img/s"
 
     def update(self, step: int, images: int, **scalars: float) -> None:
-        """Records that training reached ``step``, with ``images`` processed since the last call."""
+        """Records that training reached ``step``, with ``images`` processed since the last call.
+
+        ``scalars`` (a loss, a learning rate) are shown after the rate.
+        """
         now = self.time_fn()
-        # Rates are differences from the oldest point kept, so the first update, whose step
-        # includes compilation, adds neither its time nor its images.
         self._images += images
         self._points.append((now, step, self._images))
-        self._line = self._format(step, scalars)
-        last = step >= self.total_steps
-        if self.tty:
-            if last or now - self._drawn >= self.min_interval:
-                self._draw()
-                self._drawn = now
-        elif step > self._printed and (last or step >= self._next_print):
-            self.stream.write(self._line + "\n")
+        postfix = ", ".join(f"{name}={_number(float(v))}" for name, v in scalars.items())
+        if self._bar is not None:
+            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.update(step - self._bar.n)
+        elif step > self._printed and (step >= self.total_steps or step >= self._next_print):
+            rate, images_per_s = self._rates()
+            line = tqdm.std.tqdm.format_meter(
+                step,
+                self.total_steps,
+                now - self._start,
+                ascii=" #",
+                unit="step",
+                rate=rate,
+                bar_format=_BAR_FORMAT,
+                postfix=postfix,
+                images_per_s=images_per_s,
+            )
+            self.stream.write(line + "\n")
             self.stream.flush()
             self._printed = step
             self._next_print = (step // self.every + 1) * self.every
 
-    def _format(self, step: int, scalars: Mapping[str, float]) -> str:
-        frac = min(max(step / self.total_steps, 0.0), 1.0) if self.total_steps else 1.0
-        bar = "#" * int(frac * self.width)
-        head = f"step {step}/{self.total_steps} [{bar.ljust(self.width, '.')}] {frac:4.0%}"
-        head += "".join(f" {name} {_number(float(v))}" for name, v in scalars.items())
-        parts = [head]
-        (t0, s0, i0), (t1, s1, i1) = self._points[0], self._points[-1]
-        if t1 > t0 and s1 > s0:
-            parts.append(f"{(i1 - i0) / (t1 - t0):.1f} img/s")
-            eta = max(self.total_steps - step, 0) * (t1 - t0) / (s1 - s0)
-            parts.append(f"ETA {_duration(eta)}")
-        return " | ".join(parts)
-
-    def _draw(self) -> None:
-        # Pad with spaces: "\r" moves the cursor back but leaves a longer old line's tail.
-        self.stream.write("\r" + self._line.ljust(len(self._shown)))
-        self.stream.flush()
-        self._shown = self._line
-        self._open = True
-
     def write(self, text: str) -> None:
         """Prints ``text`` on its own line (e.g. evaluation results) without breaking the bar."""
-        if self._open:
-            self.stream.write("\r" + " " * len(self._shown) + "\r")
-        self.stream.write(text + "\n")
-        if self._open:
-            self._draw()
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        """Ends the terminal line, showing the last update even if it was not redrawn."""
-        if self._open:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
+        """Ends the bar, showing the last update even if it was not redrawn."""
+        if self._bar is not None:
+            self._bar.close()
 
     def __enter__(self) -> Progress:
         return self

@@ -1,58 +1,24 @@
 """fcnjax.summary: event files read back by TensorBoard's own reader, JSON lines, progress, tables.
 
-TensorBoard (the ``test`` extra, no TensorFlow) is the oracle for the event files: its record
-reader checks both CRCs with its own CRC-32C, and the real protobuf library parses the events.
+TensorBoard (the ``test`` extra, no TensorFlow) is the oracle for the event files that
+tensorboardX writes: its record reader checks both CRCs of every record with its own CRC-32C,
+and the real protobuf library parses the events.
 """
 
 import io
 import json
 import math
-import os
+import re
 import struct
+import time
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tqdm.std
 
 from fcnjax import summary
-from fcnjax.summary import (
-    EventWriter,
-    JsonlWriter,
-    MetricWriter,
-    Progress,
-    crc32c,
-    format_table,
-    masked_crc32c,
-    read_jsonl,
-)
-
-# ---------------------------------------------------------------------------------------------
-# CRC-32C
-
-
-@pytest.mark.parametrize(
-    "data, expected",
-    [
-        (b"123456789", 0xE3069283),  # the standard check value
-        (b"", 0x00000000),
-        # RFC 3720 (iSCSI) appendix B.4
-        (bytes(32), 0x8A9136AA),
-        (b"\xff" * 32, 0x62A8AB43),
-        (bytes(range(32)), 0x46DD794E),
-        (bytes(range(31, -1, -1)), 0x113FDB5C),
-    ],
-)
-def test_crc32c_known_vectors(data, expected):
-    assert crc32c(data) == expected
-
-
-def test_masked_crc32c_matches_tensorboard(rng):
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
-
-    for n in (0, 1, 8, 1000):
-        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-        assert masked_crc32c(data) == reference(data)
-
+from fcnjax.summary import JsonlWriter, MetricWriter, Progress, format_table, read_jsonl
 
 # ---------------------------------------------------------------------------------------------
 # Event files
@@ -63,65 +29,87 @@ def raw_events(path):
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
 
-    return [event_pb2.Event.FromString(r) for r in RawEventFileLoader(path).Load()]
+    return [event_pb2.Event.FromString(r) for r in RawEventFileLoader(str(path)).Load()]
+
+
+def accumulate(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return acc
+
+
+def event_files(workdir):
+    return sorted((workdir / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_event_file_read_by_tensorboard(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     # Steps of one, two and five varint bytes; NumPy and JAX scalars as values.
     steps = [0, 300, 2**33]
     losses = [2.5, np.float32(0.125), jnp.float32(-1e-7)]
-    with EventWriter(tmp_path) as w:
+    with MetricWriter(tmp_path) as w:
         for step, loss in zip(steps, losses):
-            w.scalars(step, {"train/loss": loss, "train/lr": 1e-3 * (step + 1)})
-        w.image(300, "val/prediction", b"\x89PNG fake", height=4, width=6)
-    assert os.path.basename(w.path).startswith("events.out.tfevents.")
-    assert w.path.endswith(".fcnjax")
+            w.write(step, {"loss": loss, "lr": 1e-3 * (step + 1)})
+    (path,) = event_files(tmp_path)
+    assert path.name.endswith(".fcnjax")
 
-    acc = EventAccumulator(str(tmp_path))
-    acc.Reload()
+    acc = accumulate(tmp_path / "tensorboard")
     assert sorted(acc.Tags()["scalars"]) == ["train/loss", "train/lr"]
     loss = acc.Scalars("train/loss")
     assert [e.step for e in loss] == steps
     np.testing.assert_allclose([e.value for e in loss], [2.5, 0.125, -1e-7], rtol=1e-7)
     lr = [e.value for e in acc.Scalars("train/lr")]
     np.testing.assert_allclose(lr, [1e-3, 0.301, 1e-3 * (2**33 + 1)], rtol=1e-6)
-    (image,) = acc.Images("val/prediction")
-    assert (image.step, image.height, image.width) == (300, 4, 6)
-    assert image.encoded_image_string == b"\x89PNG fake"
 
-    events = raw_events(w.path)
-    assert len(events) == 5
+    events = raw_events(path)
+    assert len(events) == 4  # the file version, then one event per write with both tags
     assert events[0].file_version == "brain.Event:2"
     assert not events[0].HasField("summary")
-    assert events[-1].summary.value[0].image.colorspace == 3
+    assert [[v.tag for v in e.summary.value] for e in events[1:]] == [
+        ["train/loss", "train/lr"]
+    ] * 3
     assert all(abs(e.wall_time - events[0].wall_time) < 60 for e in events)
     assert events[0].wall_time > 1.6e9  # seconds since the epoch, not a perf counter
 
 
 def test_corrupted_record_is_rejected_by_tensorboard(tmp_path):
     # The round trip above could not fail on a CRC error unless the reader checks CRCs.
-    with EventWriter(tmp_path) as w:
-        w.scalars(1, {"loss": 1.0})
-        w.scalars(2, {"loss": 2.0})
-    data = bytearray(open(w.path, "rb").read())
+    with MetricWriter(tmp_path) as w:
+        w.write(1, {"loss": 1.0})
+        w.write(2, {"loss": 2.0})
+    (path,) = event_files(tmp_path)
+    data = bytearray(path.read_bytes())
     first = struct.unpack("<Q", data[:8])[0] + 16  # length + 2 CRCs + data of record 1
-    assert len(raw_events(w.path)) == 3
+    assert len(raw_events(path)) == 3
     data[first + 12 + 3] ^= 1  # one bit of the second record's data
-    with open(w.path, "wb") as f:
-        f.write(data)
-    assert len(raw_events(w.path)) == 1
+    path.write_bytes(data)
+    assert len(raw_events(path)) == 1
 
 
-def test_event_writers_started_in_the_same_second_get_their_own_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(summary.time, "time", lambda: 1700000000.0)
-    with EventWriter(tmp_path) as a, EventWriter(tmp_path) as b:
-        a.scalars(1, {"x": 1.0})
-        b.scalars(1, {"x": 2.0})
-    assert a.path != b.path
-    assert b.path == a.path + ".1"
-    assert [e.summary.value[0].simple_value for e in raw_events(b.path)[1:]] == [2.0]
+def test_metric_writers_started_in_the_same_second_get_their_own_files(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:  # tensorboardX names event files by the second
+        m.setattr(time, "time", lambda: 1700000000.0)
+        a, b = MetricWriter(tmp_path), MetricWriter(tmp_path)
+    a.write(1, {"x": 1.0})
+    b.write(1, {"x": 2.0})
+    a.close()
+    b.close()
+    paths = event_files(tmp_path)
+    assert len(paths) == 2 and all(".1700000000." in p.name for p in paths)
+    values = sorted(e.summary.value[0].simple_value for p in paths for e in raw_events(p)[1:])
+    assert values == [1.0, 2.0]
+
+
+def test_events_reach_the_file_while_the_writer_is_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(summary, "FLUSH_SECS", 0.05)
+    with MetricWriter(tmp_path) as w:
+        w.write(7, {"loss": 0.5})
+        deadline = time.monotonic() + 30  # generous: the writer thread flushes every 0.05 s
+        while not (tags := accumulate(tmp_path / "tensorboard").Tags()["scalars"]):
+            assert time.monotonic() < deadline, "no event reached the file before close()"
+            time.sleep(0.02)
+        assert tags == ["train/loss"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,18 +143,26 @@ def test_read_jsonl_skips_only_a_cut_last_line(tmp_path):
 
 
 def test_metric_writer_writes_the_same_tags_to_both(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     metrics = {
         "mean_iou": jnp.float32(0.5),
-        "per_class_iou": {"background": 0.75, "cat": np.float32(0.25), "dog": float("nan")},
+        "per_class_iou": {
+            "background": 0.75,
+            "cat": np.float32(0.25),
+            "traffic light": 0.125,  # a COCO class: the tag keeps its space
+            "dog": float("nan"),
+        },
         "confusion_matrix": np.eye(3),
         "name": "voc",
     }
     with MetricWriter(tmp_path / "run") as w:
         w.write(10, {"loss": 1.5})
         w.write(20, metrics, prefix="val")
-    expected = {"val/mean_iou": 0.5, "val/iou/background": 0.75, "val/iou/cat": 0.25}
+    expected = {
+        "val/mean_iou": 0.5,
+        "val/iou/background": 0.75,
+        "val/iou/cat": 0.25,
+        "val/iou/traffic light": 0.125,
+    }
 
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == [10, 20]
@@ -176,8 +172,7 @@ def test_metric_writer_writes_the_same_tags_to_both(tmp_path):
         "val/iou/dog": None,
     }
 
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
-    acc.Reload()
+    acc = accumulate(tmp_path / "run" / "tensorboard")
     assert sorted(acc.Tags()["scalars"]) == sorted([*expected, "val/iou/dog", "train/loss"])
     for tag, value in expected.items():
         assert [(e.step, e.value) for e in acc.Scalars(tag)] == [(20, value)]
@@ -188,6 +183,15 @@ def test_disabled_metric_writer_writes_nothing(tmp_path):
     with MetricWriter(tmp_path / "run", enabled=False) as w:
         w.write(1, {"loss": 1.0})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metric_writer_refuses_writes_after_close(tmp_path):
+    for enabled in (True, False):
+        w = MetricWriter(tmp_path / "run", enabled=enabled)
+        w.close()
+        w.close()  # a second close is harmless
+        with pytest.raises(ValueError, match="closed"):
+            w.write(1, {"loss": 1.0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +211,10 @@ class Terminal(io.StringIO):
         return True
 
 
+def steps_shown(text):
+    return re.findall(r"step (\d+)/\d+", text)
+
+
 def test_progress_log_lines_rate_and_eta_exclude_the_first_step():
     clock, out = FakeClock(), io.StringIO()
     # The window spans the whole run, so the rate at step 500 would show a first step counted.
@@ -216,10 +224,12 @@ def test_progress_log_lines_rate_and_eta_exclude_the_first_step():
         p.update(step, images=8, loss=1.0 / step)
         clock.t += 0.25  # then 8 images every 0.25 s: 32 img/s
     p.close()
-    lines = out.getvalue().splitlines()
-    assert lines == [
-        "step 500/1000 [##########..........]  50% loss 0.0020 | 32.0 img/s | ETA 2:05",
-        "step 1000/1000 [####################] 100% loss 0.0010 | 32.0 img/s | ETA 0:00",
+    text = out.getvalue()
+    assert "\r" not in text  # clean lines in a log
+    assert text.splitlines() == [
+        # elapsed 100 + 499 * 0.25 s; ETA 500 steps at 4 steps/s
+        " 50%|#####     | step 500/1000 [03:44<02:05, 32.0 img/s, loss=0.0020]",
+        "100%|##########| step 1000/1000 [05:49<00:00, 32.0 img/s, loss=0.0010]",
     ]
 
 
@@ -230,9 +240,9 @@ def test_progress_rate_is_over_the_recent_window_and_resumes_on_multiples_of_eve
         clock.t += 0.25 if step <= 300 else 1.0  # slows down to 8 img/s after step 300
         p.update(step, images=8)
     lines = out.getvalue().splitlines()
-    assert [line.split()[1] for line in lines] == ["300/4000", "400/4000"]
-    assert lines[0].endswith("| 32.0 img/s | ETA 15:25")  # 3700 steps at 0.25 s
-    assert lines[1].endswith("| 8.0 img/s | ETA 1:00:00")  # 3600 steps at 1 s
+    assert steps_shown(out.getvalue()) == ["300", "400"]
+    assert lines[0].endswith("<15:25, 32.0 img/s]")  # 3700 steps at 0.25 s
+    assert lines[1].endswith("<1:00:00, 8.0 img/s]")  # 3600 steps at 1 s
 
 
 def test_progress_prints_once_per_interval_when_updated_every_few_steps():
@@ -241,36 +251,56 @@ def test_progress_prints_once_per_interval_when_updated_every_few_steps():
     for step in range(3, 31, 3):  # 3, 6, ..., 30: no update falls on 10 or 20
         clock.t += 3.0
         p.update(step, images=24)
-        p.update(step, images=0, loss=0.5)  # the trainer's second update, with the loss
-    steps = [line.split()[1] for line in out.getvalue().splitlines()]
-    assert steps == ["12/30", "21/30", "30/30"]  # and step 30 only once
+        p.update(step, images=0, loss=0.5)  # a second update at the step, with the loss
+    assert steps_shown(out.getvalue()) == ["12", "21", "30"]  # and step 30 only once
 
 
 def test_progress_first_update_has_no_rate_yet():
     out = io.StringIO()
     Progress(2, stream=out, every=1, time_fn=FakeClock(5.0)).update(1, images=4, lr=1e-5)
-    assert out.getvalue() == "step 1/2 [##########..........]  50% lr 1.000e-05\n"
+    assert out.getvalue() == " 50%|#####     | step 1/2 [00:00<?, ? img/s, lr=1.000e-05]\n"
 
 
-def test_progress_on_a_terminal_redraws_in_place_at_most_ten_times_a_second():
+def test_progress_write_prints_a_line_between_log_lines():
+    out = io.StringIO()
+    with Progress(4, stream=out, every=2, time_fn=FakeClock()) as p:
+        p.update(2, images=1)
+        p.write("eval: mean_iou 0.5")
+        p.update(4, images=1)
+    assert steps_shown(out.getvalue()) == ["2", "4"]
+    assert out.getvalue().splitlines()[1] == "eval: mean_iou 0.5"
+
+
+def test_progress_on_a_terminal_redraws_in_place_at_most_ten_times_a_second(monkeypatch):
     clock, out = FakeClock(), Terminal()
+    monkeypatch.setattr(tqdm.std, "time", clock)  # tqdm's clock, which spaces its redraws
     with Progress(100, stream=out, time_fn=clock) as p:
         for step in range(1, 51):
-            clock.t += 1 / 64  # exact in binary; a redraw every 7 updates (7/64 s >= 0.1 s)
-            p.update(step, images=1)
+            clock.t += 1 / 64  # exact in binary
+            p.update(step, images=1, loss=0.5)
         p.write("eval: mean_iou 0.5")
         clock.t += 1 / 64
         p.update(51, images=1)  # 1/64 s after the last redraw: drawn only by close()
     text = out.getvalue()
-    drawn = [line.rstrip() for line in text.replace("\n", "\r").split("\r") if line.strip()]
-    assert [line.split()[1] for line in drawn] == [
-        *(f"{s}/100" for s in range(1, 51, 7)),  # steps 1, 8, ..., 50
-        "mean_iou",
-        "50/100",  # redrawn under the message
-        "51/100",  # by close()
-    ]
-    assert text.count("\n") == 2 and text.endswith("\n")
-    assert drawn[-1] == "step 51/100 [##########..........]  51% | 64.0 img/s | ETA 0:01"
+    before, message, after = text.partition("eval: mean_iou 0.5\n")
+    assert message and "\n" not in before  # the message on its own line, the bar in place
+    drawn = [int(s) for s in steps_shown(before)]
+    assert drawn[0] == 0 and 2 <= len(drawn) <= 1 + 50 / 64 / 0.1
+    # At least 0.1 s (6.4 steps of 1/64 s) between redraws.
+    assert all(b - a >= 7 for a, b in zip(drawn, drawn[1:]))
+    assert steps_shown(after) == ["50", "51"]  # redrawn under the message, then by close()
+    assert after.endswith("\n") and after.count("\n") == 1
+    last = after.rstrip().rsplit("\r", 1)[-1]
+    assert re.fullmatch(r" 51%\|#####1 *\| step 51/100 \[00:00<00:00, 64\.0 img/s\] *", last)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"total_steps": -1}, "total_steps"), ({"window": 0}, "window"), ({"every": 0}, "every")],
+)
+def test_progress_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=f"Progress: expected {name} >= "):
+        Progress(**{"total_steps": 10, **kwargs}, stream=io.StringIO())
 
 
 # ---------------------------------------------------------------------------------------------
