@@ -2,6 +2,8 @@
 
 import json
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,84 +280,122 @@ def test_camvid_layout_and_void(tmp_path):
 # coco
 
 
-def make_coco(tmp_path):
+def coco_ann(ann_id, image_id, category_id, area, segmentation, iscrowd=0):
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "iscrowd": iscrowd,
+        "area": area,
+        "segmentation": segmentation,
+    }
+
+
+COCO_H, COCO_W = 30, 40
+
+
+def make_coco(tmp_path, extra=()):
+    """A COCO folder: val2017/ images and annotations/instances_val2017.json."""
     from pycocotools import mask as mask_utils
 
-    (tmp_path / "val2017").mkdir()
-    (tmp_path / "annotations").mkdir()
-    h, w = 30, 40
+    (tmp_path / "val2017").mkdir(exist_ok=True)
+    (tmp_path / "annotations").mkdir(exist_ok=True)
+    h, w = COCO_H, COCO_W
     blob = np.zeros((h, w), np.uint8, order="F")
     blob[5:15, 20:35] = 1
-    compressed = mask_utils.encode(np.asfortranarray(blob))
+    compressed = mask_utils.encode(np.asfortranarray(blob))["counts"].decode()
+    two_parts = [[6.5, 2, 12, 2, 12, 6.5, 6.5, 6.5], [30, 25, 38, 25, 34, 29], [1, 1, 2, 2]]
     images = [{"id": k, "file_name": f"{k:012d}.jpg", "height": h, "width": w} for k in (1, 2, 3)]
     for im in images:
         write_image(tmp_path / "val2017" / im["file_name"], h, w)
     anns = [
-        # image 1: a dog polygon and a small cat polygon on it; a person (not chosen).
-        {"id": 1, "image_id": 1, "category_id": 18, "iscrowd": 0, "area": 300.0,
-         "segmentation": [[2, 2, 30, 2, 30, 25, 2, 25]]},
-        {"id": 2, "image_id": 1, "category_id": 17, "iscrowd": 0, "area": 40.0,
-         "segmentation": [[10, 10, 18, 10, 14, 18]]},
-        {"id": 3, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 50.0,
-         "segmentation": [[35, 20, 39, 20, 39, 29, 35, 29]]},
-        # image 2: a crowd of cats as uncompressed RLE, and a compressed-RLE dog.
-        {"id": 4, "image_id": 2, "category_id": 17, "iscrowd": 1, "area": 100.0,
-         "segmentation": {"size": [h, w], "counts": [45, 10, 50, 10, w * h - 115]}},
-        {"id": 5, "image_id": 2, "category_id": 18, "iscrowd": 0, "area": 150.0,
-         "segmentation": {"size": [h, w], "counts": compressed["counts"].decode()}},
-        # image 3: only a person.
-        {"id": 6, "image_id": 3, "category_id": 1, "iscrowd": 0, "area": 50.0,
-         "segmentation": [[1, 1, 9, 1, 9, 9]]},
-    ]  # fmt: skip
+        # Image 1: a small cat listed before the dog polygon it lies on (the larger object
+        # must be painted first whatever the file order), and a person (not chosen).
+        coco_ann(2, 1, 17, 40.0, [[10, 10, 18, 10, 14, 18]]),
+        coco_ann(1, 1, 18, 300.0, [[2, 2, 30, 2, 30, 25, 2, 25]]),
+        coco_ann(3, 1, 1, 50.0, [[35, 20, 39, 20, 39, 29, 35, 29]]),
+        # Image 2: a crowd of cats as uncompressed RLE (column-major runs), a dog as
+        # compressed RLE, and a dog of two polygons plus one of two points (no area).
+        coco_ann(4, 2, 17, 100.0, {"size": [h, w], "counts": [45, 10, 50, 10, w * h - 115]}, 1),
+        coco_ann(5, 2, 18, 150.0, {"size": [h, w], "counts": compressed}),
+        coco_ann(7, 2, 18, 30.0, two_parts),
+        # Image 3: only a person.
+        coco_ann(6, 3, 1, 50.0, [[1, 1, 9, 1, 9, 9]]),
+        *extra,
+    ]
     cats = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 18, "name": "dog"}]
     info = {"images": images, "annotations": anns, "categories": cats}
     (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(info))
     return anns, blob
 
 
-def test_coco_semantic_masks_match_pycocotools(tmp_path, monkeypatch):
+def test_coco_semantic_masks_match_pycocotools(tmp_path):
     from pycocotools.coco import COCO as PyCOCO
 
     anns, blob = make_coco(tmp_path)
     src = data.get_source({"name": "coco", "root": str(tmp_path), "split": "val2017"})
     assert len(src) == 2 and src.class_names == ("background", "cat", "dog")
-    # Oracle: pycocotools' annToMask, painted largest first, crowds ignored.
+    # Oracle: pycocotools' own annToMask on the file, painted largest first, crowds ignored.
     coco = PyCOCO(str(tmp_path / "annotations" / "instances_val2017.json"))
     for k, image_id in enumerate((1, 2)):
-        expected = np.zeros((30, 40), np.uint8)
+        expected = np.zeros((COCO_H, COCO_W), np.uint8)
         chosen = [a for a in anns if a["image_id"] == image_id and a["category_id"] in (17, 18)]
         for a in sorted(chosen, key=lambda a: -a["area"]):
             value = IGNORE_LABEL if a["iscrowd"] else {17: 1, 18: 2}[a["category_id"]]
-            expected[coco.annToMask(a) > 0] = value
+            expected[coco.annToMask(coco.anns[a["id"]]) > 0] = value
         np.testing.assert_array_equal(src[k]["mask"], expected)
-    assert (src[0]["mask"] == 1).any() and (src[1]["mask"] == IGNORE_LABEL).sum() == 20
-    # The built-in decoder without pycocotools: RLEs exact, polygons up to boundary pixels.
-    import builtins
+    # By hand: the small cat on top of the dog, the person not chosen.
+    cat_on_dog, person = src[0]["mask"], src[0]["mask"][20:30, 35:40]
+    assert cat_on_dog[12, 14] == 1 and cat_on_dog[20, 5] == 2 and not person.any()
+    # The crowd's runs are rows 15..24 of columns 1 and 3; the compressed RLE is `blob`.
+    second = src[1]["mask"]
+    assert (second == IGNORE_LABEL).sum() == 20
+    assert (second[15:25, 1] == IGNORE_LABEL).all() and (second[15:25, 3] == IGNORE_LABEL).all()
+    np.testing.assert_array_equal(second[blob > 0], 2)
+    assert second[4, 9] == 2 and second[27, 34] == 2  # both polygons of annotation 7
+    compressed = next(a for a in anns if a["id"] == 5)["segmentation"]
+    np.testing.assert_array_equal(data.annotation_to_mask(compressed, COCO_H, COCO_W), blob > 0)
 
-    real_import = builtins.__import__
 
-    def no_pycocotools(name, *args, **kwargs):
-        if name.startswith("pycocotools"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
+def test_coco_without_pycocotools_says_how_to_install(tmp_path, monkeypatch):
+    import tomllib
 
-    monkeypatch.setattr(builtins, "__import__", no_pycocotools)
-    fallback = data.COCO(tmp_path, "val2017")
-    np.testing.assert_array_equal(fallback[1]["mask"], src[1]["mask"])
-    np.testing.assert_array_equal(
-        data.annotation_to_mask(anns[4]["segmentation"], 30, 40), blob > 0
-    )
-    differ = fallback[0]["mask"] != src[0]["mask"]
-    assert differ.mean() < 0.1, differ.mean()
+    make_coco(tmp_path)
+    for name in [m for m in sys.modules if m.split(".")[0] == "pycocotools"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import pycocotools` now fails
+    monkeypatch.setitem(sys.modules, "pycocotools", None)
+    hint = r'pip install "fcnjax\[coco\]"'
+    with pytest.raises(ImportError, match=hint):
+        data.get_source({"name": "coco", "root": str(tmp_path), "split": "val2017"})
+    with pytest.raises(ImportError, match=hint):
+        data.annotation_to_mask([[1, 1, 4, 1, 4, 4]], 5, 6)
+    # ... and that extra is what installs it.
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["coco"]
+    assert any(req.startswith("pycocotools") for req in extra), extra
 
 
 def test_coco_errors(tmp_path):
-    make_coco(tmp_path)
+    from pycocotools import mask as mask_utils
+
+    small = mask_utils.encode(np.asfortranarray(np.ones((2, 3), np.uint8)))["counts"]
     assert not data.annotation_to_mask([[1, 2, 3, 4]], 5, 6).any()  # < 3 points: no area
     with pytest.raises(ValueError, match=r"the RLE is \[3, 3\] but the image is \[5, 6\]"):
         data.annotation_to_mask({"size": [3, 3], "counts": [9]}, 5, 6)
+    # pycocotools would leave the pixels after a short RLE uninitialised.
+    with pytest.raises(ValueError, match="the RLE covers 9 pixels, not 5 x 6"):
+        data.annotation_to_mask({"size": [5, 6], "counts": [9]}, 5, 6)
+    with pytest.raises(ValueError, match="the RLE covers 6 pixels, not 5 x 6"):
+        data.annotation_to_mask({"size": [5, 6], "counts": small}, 5, 6)
+    with pytest.raises(ValueError, match="non-negative integers"):
+        data.annotation_to_mask({"size": [5, 6], "counts": [31, -1]}, 5, 6)
     with pytest.raises(ValueError, match="must be polygons or an RLE"):
         data.annotation_to_mask(None, 5, 6)
+    bad = coco_ann(9, 1, 17, 1.0, {"size": [COCO_H, COCO_W], "counts": [5]})
+    make_coco(tmp_path, extra=[bad])
+    with pytest.raises(DataError, match=r"instances_val2017.json: annotation id 9 of image id 1"):
+        data.COCO(tmp_path, "val2017")[0]
+    make_coco(tmp_path)
     with pytest.raises(ValueError, match=r"\['horse'\] not in instances_val2017.json.*'cat'"):
         data.COCO(tmp_path, "val2017", categories=("cat", "horse"))
     with pytest.raises(
@@ -364,13 +404,16 @@ def test_coco_errors(tmp_path):
         data.COCO(tmp_path, "train2017")
     assert len(data.COCO(tmp_path, "val2017", categories=("person",))) == 2
     assert len(data.COCO(tmp_path, "val2017", only_with_categories=False)) == 3
+    (tmp_path / "annotations" / "instances_val2017.json").write_text('{"images": []}')
+    with pytest.raises(DataError, match="not a COCO instances file"):
+        data.COCO(tmp_path, "val2017")
 
 
 # --------------------------------------------------------------------------------------
 # numpy
 
 
-def test_numpy_one_hot_masks_like_the_seed(tmp_path):
+def test_numpy_one_hot_masks_keras_layout(tmp_path):
     images = RNG.uniform(0, 1, (5, 8, 8, 3)).astype(np.float32)
     index = RNG.integers(0, 2, (5, 8, 8))
     one_hot = np.eye(2, dtype=np.float32)[index]
@@ -455,11 +498,9 @@ def test_tfds_oxford_pet_trimap():
     trimaps = [RNG.integers(1, 4, (10, 14, 1)).astype(np.uint8) for _ in range(3)]
 
     def as_data_source(self, split, **kwargs):
-        return [
-            {"image": np.zeros((10, 14, 3), np.uint8), "segmentation_mask": t, "label": 0,
-             "species": 0, "file_name": "x", "head_bbox": np.zeros(4, np.float32)}
-            for t in trimaps
-        ]  # fmt: skip
+        record = {"image": np.zeros((10, 14, 3), np.uint8), "label": 0, "species": 0}
+        record |= {"file_name": "x", "head_bbox": np.zeros(4, np.float32)}
+        return [{**record, "segmentation_mask": t} for t in trimaps]
 
     with tfds.testing.mock_data(as_data_source_fn=as_data_source):
         three = data.TFDS("oxford_iiit_pet", "train")

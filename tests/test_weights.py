@@ -115,11 +115,9 @@ def torch_vgg16(width):
             self.features = nn.Sequential(*layers)
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))  # the identity on 224x224 inputs
             f = scaled(4096, width)
-            self.classifier = nn.Sequential(
-                nn.Linear(c_in * 49, f), nn.ReLU(True), nn.Dropout(),
-                nn.Linear(f, f), nn.ReLU(True), nn.Dropout(),
-                nn.Linear(f, 1000),
-            )  # fmt: skip
+            fc1 = [nn.Linear(c_in * 49, f), nn.ReLU(True), nn.Dropout()]
+            fc2 = [nn.Linear(f, f), nn.ReLU(True), nn.Dropout()]
+            self.classifier = nn.Sequential(*fc1, *fc2, nn.Linear(f, 1000))
 
     torch.manual_seed(0)
     model = VGG().eval()
@@ -351,6 +349,28 @@ def test_preprocessing_by_hand():
         Preprocessing(mean=(1.0, 2.0), std=(1.0, 1.0, 1.0), bgr=False)
 
 
+def test_preprocessing_lives_in_the_data_package():
+    import ast
+
+    from fcnjax import data
+    from fcnjax.data import transforms
+
+    assert weights.Preprocessing is data.Preprocessing is transforms.Preprocessing
+    assert (weights.KERAS_CAFFE, weights.TORCHVISION) == (
+        transforms.KERAS_CAFFE,
+        transforms.TORCHVISION,
+    )
+    # The input pipeline needs neither the weights loader nor the models.
+    tree = ast.parse(Path(transforms.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert not {m for m in imported if m.startswith(("fcnjax.weights", "fcnjax.models"))}
+
+
 def test_keras_caffe_matches_keras_preprocess_input(rng):
     from keras.applications.vgg16 import preprocess_input
 
@@ -434,6 +454,39 @@ def test_unreadable_inputs(tmp_path, monkeypatch, rng):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
     with pytest.raises(ImportError, match="safetensors"):
         load_vgg16(pth)
+
+
+def test_loader_reads_any_backbone_file(tmp_path, rng):
+    """The shared readers know no network: every tensor by name, dtypes kept."""
+    from safetensors.numpy import save_file
+
+    from fcnjax.weights import files
+
+    state = {
+        "layer1.0.bn1.running_mean": rng.normal(size=(4,)).astype(np.float32),
+        "layer1.0.bn1.num_batches_tracked": np.array(7, np.int64),  # as ResNet's BN holds
+    }
+    path = tmp_path / "resnet-like.safetensors"
+    save_file(state, path)
+    assert files.file_format(path) == "safetensors"
+    read = files.read_state_dict(path, "safetensors")
+    assert set(read) == set(state) and read["layer1.0.bn1.num_batches_tracked"].dtype == np.int64
+    np.testing.assert_array_equal(
+        read["layer1.0.bn1.running_mean"], state["layer1.0.bn1.running_mean"]
+    )
+    layers = keras_layout_layers(1 / 64, rng, top=False)
+    h5 = tmp_path / "w.h5"
+    write_keras_h5(h5, layers)
+    found = files.read_keras_h5(h5, {"block1_conv1"})
+    assert set(found.arrays) == {"block1_conv1"} and not found.problems
+    assert [n for n, _ in found.arrays["block1_conv1"]] == [
+        "block1_conv1/kernel:0",
+        "block1_conv1/bias:0",
+    ]
+    np.testing.assert_array_equal(found.arrays["block1_conv1"][0][1], layers["block1_conv1"][0])
+    # Other layers are listed by shape, unread.
+    assert set(found.shapes) == set(VGG16_CONVS) - {"block1_conv1"}
+    assert found.shapes["block5_conv3"][0][1] == tuple(layers["block5_conv3"][0].shape)
 
 
 # ------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@
 >>> {k: (v.dtype.name, v.shape) for k, v in batch.items()}
 {'image': ('float32', (4, 32, 32, 3)), 'mask': ('int32', (4, 32, 32))}
 
-Sources (``data.name``): ``shapes`` (the offline default), ``folder``, ``voc``, ``camvid``,
-``coco``, ``numpy`` and ``tfds`` (with ``dataset``, e.g. ``'mnist'``).
+Sources (``data.name``): ``shapes`` (the offline default), ``folder``, ``voc``, ``camvid``
+(:mod:`~fcnjax.data.sources`), ``coco`` (:mod:`~fcnjax.data.coco`; needs pycocotools,
+``pip install "fcnjax[coco]"``), ``numpy`` (:mod:`~fcnjax.data.arrays`) and ``tfds`` with
+``dataset``, e.g. ``'mnist'`` (:mod:`~fcnjax.data.tfds`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from fcnjax.data.arrays import NumpyArrays
+from fcnjax.data.coco import COCO, annotation_to_mask
 from fcnjax.data.core import (
     IGNORE_LABEL,
     DataError,
@@ -31,22 +35,13 @@ from fcnjax.data.core import (
 )
 from fcnjax.data.pipeline import eval_loader, global_batch, stack, steps_per_epoch, train_loader
 from fcnjax.data.shapes import SHAPE_CLASSES, Shapes
-from fcnjax.data.sources import (
-    CAMVID_CLASSES,
-    COCO,
-    SOURCES,
-    TFDS,
-    VOC,
-    VOC_CLASSES,
-    CamVid,
-    Folder,
-    NumpyArrays,
-    annotation_to_mask,
-)
+from fcnjax.data.sources import CAMVID_CLASSES, SOURCES, VOC, VOC_CLASSES, CamVid, Folder
 from fcnjax.data.stats import ClassCounts, class_counts, median_frequency_weights
+from fcnjax.data.tfds import TFDS
 from fcnjax.data.transforms import (
     NORMALIZATIONS,
     EvalTransform,
+    Preprocessing,
     TrainTransform,
     color_jitter,
     hflip,
@@ -112,6 +107,7 @@ __all__ = [
     "Example",
     "Folder",
     "NumpyArrays",
+    "Preprocessing",
     "Problem",
     "Shapes",
     "Source",

@@ -1,31 +1,17 @@
 """``python -m fcnjax.data name=camvid root=/data/CamVid split=train --stats``
 
-Builds the source a data config describes (``key=value`` pairs, values parsed as Python
-literals when they are ones), verifies every example, and prints its size, classes and,
-with ``--stats``, the pixel counts and median-frequency-balancing weights per class.
+Builds the source a data config describes (``key=value`` pairs, parsed as new keys of a
+training config's ``data`` section: :func:`fcnjax.config.parse_assignments`), verifies every
+example, and prints its size, classes and, with ``--stats``, the pixel counts and
+median-frequency-balancing weights per class.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 
 import numpy as np
-
-
-def parse_assignments(pairs: list[str]) -> dict:
-    """``["name=voc", "size=(64, 64)"]`` -> ``{"name": "voc", "size": (64, 64)}``."""
-    config = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"expected key=value, got {pair!r}")
-        try:
-            config[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            config[key.strip()] = value
-    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on-error", default="raise", choices=("raise", "skip"))
     args = parser.parse_args(argv)
 
+    from fcnjax import config as config_lib
     from fcnjax import data
 
-    config = parse_assignments(args.config)
-    config.setdefault("on_error", args.on_error)
-    config.setdefault("verify", True)
     try:
+        config = config_lib.parse_assignments(args.config)
+        config.setdefault("on_error", args.on_error)
+        config.setdefault("verify", True)
         source = data.get_source(config)
     except data.DataError as e:  # the data itself
         print(f"error: {e}", file=sys.stderr)

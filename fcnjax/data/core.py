@@ -243,6 +243,22 @@ def check_label_map(label_map: dict[int, int] | None) -> dict[int, int]:
     return out
 
 
+def check_num_classes(num_classes: Any, source: str) -> int:
+    """``num_classes`` as an int in ``[1, IGNORE_LABEL]``, or ValueError naming ``source``."""
+    if num_classes is None:
+        raise ValueError(
+            f"the {source} source needs `num_classes` (the number of classes in the masks, "
+            f"not counting the ignore label {IGNORE_LABEL})."
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(
+            f"the {source} source's `num_classes` must be an integer; got {num_classes!r}."
+        )
+    if not 1 <= num_classes <= IGNORE_LABEL:
+        raise ValueError(f"`num_classes` must be in [1, {IGNORE_LABEL}]; got {num_classes}.")
+    return int(num_classes)
+
+
 def pair_by_stem(
     images_dir: Path, masks_dir: Path, names: Sequence[str] | None = None, where: str = ""
 ) -> list[tuple[Path, Path]]:

@@ -60,11 +60,16 @@ def pet_records(num_examples: int, seed: int = 0, size: tuple[int, int] = (48, 6
         image[pet] = rng.integers(140, 256, 3, dtype=np.uint8)
         trimap = np.where(pet, 1, 2).astype(np.uint8)
         trimap[(d > 0.8) & (d <= 1.25)] = 3
-        records.append({
-            "image": image, "segmentation_mask": trimap[..., None], "label": i % 37,
-            "species": i % 2, "file_name": f"mock_{i}.jpg",
-            "head_bbox": np.zeros(4, np.float32),
-        })  # fmt: skip
+        records.append(
+            {
+                "image": image,
+                "segmentation_mask": trimap[..., None],
+                "label": i % 37,
+                "species": i % 2,
+                "file_name": f"mock_{i}.jpg",
+                "head_bbox": np.zeros(4, np.float32),
+            }
+        )
     return records
 
 

@@ -3,7 +3,10 @@
 Geometric transforms take and return ``(image, mask)`` with ``image`` ``uint8[H, W, C]``
 and ``mask`` ``uint8[H, W]`` or ``None`` (image-only data); random ones take a
 ``numpy.random.Generator`` first, so one seed gives one result. Images are resized
-bilinearly, masks by nearest neighbour (labels are never blended).
+bilinearly, masks by nearest neighbour (labels are never blended). :func:`normalize` ends
+every recipe; the normalisation pretrained weights expect, :class:`Preprocessing`
+(:data:`KERAS_CAFFE`, :data:`TORCHVISION`), lives here so the input pipeline needs neither
+the models nor :mod:`fcnjax.weights` (which re-exports it).
 
 >>> rng = np.random.default_rng(0)
 >>> image, mask = np.zeros((40, 60, 3), np.uint8), np.ones((40, 60), np.uint8)
@@ -16,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from fcnjax import weights
 from fcnjax.data.core import IGNORE_LABEL, DataError, Example, as_int_tuple
 
 Mask = np.ndarray | None
@@ -170,16 +175,88 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def normalize(image: np.ndarray, normalization: str | weights.Preprocessing) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """The input normalisation a set of weights was trained with.
+
+    Calling it maps RGB images with values in ``[0, 255]`` to the network's input:
+    ``x * scale``, then (if ``bgr``) channels reversed to BGR, then ``(x - mean) / std``.
+    ``mean`` and ``std`` are given in the network's channel order (BGR when ``bgr``).
+
+    Attributes:
+      mean: per-channel mean subtracted after scaling.
+      std: per-channel divisor.
+      bgr: reverse RGB to BGR (Caffe-trained weights, as Keras' VGG16).
+      scale: multiplier applied first (``1 / 255`` for torchvision).
+
+    >>> import numpy as np
+    >>> KERAS_CAFFE(np.array([[[10, 20, 30]]], np.uint8))
+    array([[[ -73.939,  -96.779, -113.68 ]]], dtype=float32)
+    >>> TORCHVISION(np.full((2, 4, 4, 3), 255.0)).shape
+    (2, 4, 4, 3)
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool
+    scale: float = 1.0
+
+    def __post_init__(self):
+        for field in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, field))
+            if len(value) != 3:
+                raise ValueError(f"`{field}` must have 3 values (one per channel); got {value}.")
+            object.__setattr__(self, field, value)
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"`std` must be non-zero; got {self.std}.")
+
+    def __call__(self, images: Any) -> Any:
+        """Normalise RGB images.
+
+        Args:
+          images: ``(..., H, W, 3)`` RGB, uint8 or float with values in ``[0, 255]``; a
+            NumPy array (or anything ``np.asarray`` takes) or a JAX array (also traced).
+
+        Returns:
+          ``(..., H, W, 3)`` float32, the network's input; a JAX array for JAX input and
+          a NumPy array otherwise.
+        """
+        xp = jnp if isinstance(images, jax.Array) else np
+        x = xp.asarray(images)
+        if x.ndim < 1 or x.shape[-1] != 3:
+            raise ValueError(
+                f"Preprocessing expects RGB images (..., H, W, 3) with 3 channels last; "
+                f"got shape {x.shape}."
+            )
+        x = x.astype(np.float32)
+        if self.scale != 1.0:
+            x = x * np.float32(self.scale)
+        if self.bgr:
+            x = x[..., ::-1]
+        x = x - np.asarray(self.mean, np.float32)
+        if self.std != (1.0, 1.0, 1.0):
+            x = x / np.asarray(self.std, np.float32)
+        return x
+
+
+# Keras' "caffe" mode (keras.applications.vgg16.preprocess_input): BGR, ImageNet mean.
+KERAS_CAFFE = Preprocessing(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), bgr=True)
+# torchvision's ImageNet models: [0, 1], then ImageNet mean and standard deviation.
+TORCHVISION = Preprocessing(
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), bgr=False, scale=1 / 255
+)
+
+
+def normalize(image: np.ndarray, normalization: str | Preprocessing) -> np.ndarray:
     """Maps ``[0, 255]`` images to the network input, as ``float32``.
 
-    ``"unit"``: ``x / 255`` (the seeds' autoencoder and U-Net); ``"imagenet"``: torchvision's
-    mean/std on ``[0, 1]`` (:data:`fcnjax.weights.TORCHVISION`); ``"caffe"``: BGR minus the
-    Caffe means, for the Keras/Caffe VGG16 (:data:`fcnjax.weights.KERAS_CAFFE`); ``"none"``:
-    unchanged; or any :class:`fcnjax.weights.Preprocessing` (e.g. from ``load_vgg16``).
+    ``"unit"``: ``x / 255`` (the autoencoder and U-Net recipes); ``"imagenet"``: torchvision's
+    mean/std on ``[0, 1]`` (:data:`TORCHVISION`); ``"caffe"``: BGR minus the Caffe means, for
+    the Keras/Caffe VGG16 (:data:`KERAS_CAFFE`); ``"none"``: unchanged; or any
+    :class:`Preprocessing` (e.g. from :func:`fcnjax.weights.load_vgg16`).
     """
     image = np.asarray(image, np.float32)
-    if isinstance(normalization, weights.Preprocessing):
+    if isinstance(normalization, Preprocessing):
         return np.asarray(normalization(image), np.float32)
     if normalization == "unit":
         return image * np.float32(1 / 255)
@@ -188,7 +265,7 @@ def normalize(image: np.ndarray, normalization: str | weights.Preprocessing) -> 
     if normalization in ("imagenet", "caffe"):
         if image.shape[-1] != 3:
             raise DataError(f"{normalization!r} normalisation needs RGB images; got {image.shape}.")
-        pre = weights.TORCHVISION if normalization == "imagenet" else weights.KERAS_CAFFE
+        pre = TORCHVISION if normalization == "imagenet" else KERAS_CAFFE
         return np.asarray(pre(image), np.float32)
     raise ValueError(
         f"`normalization` must be one of {NORMALIZATIONS} or a Preprocessing; "
@@ -224,7 +301,7 @@ class TrainTransform:
     scale_range: tuple[float, float] | None = (0.5, 2.0)
     flip: bool = True
     jitter: tuple[float, float, float] | None = (0.2, 0.2, 0.2)
-    normalization: str | weights.Preprocessing = "unit"
+    normalization: str | Preprocessing = "unit"
 
     def __post_init__(self):
         _check_mode(self.mode, ("crop", "resize", "none"), self.size)
@@ -270,7 +347,7 @@ class EvalTransform:
 
     size: tuple[int, int] | None = None
     mode: str = "pad"
-    normalization: str | weights.Preprocessing = "unit"
+    normalization: str | Preprocessing = "unit"
 
     def __post_init__(self):
         _check_mode(self.mode, ("pad", "resize", "none"), self.size)
