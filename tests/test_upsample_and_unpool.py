@@ -122,9 +122,11 @@ def test_max_unpool_matches_torch():
     pooled, idx = ops.max_pool_with_argmax(x, 2)
     up = ops.max_unpool(pooled, idx, (7, 9))
     ref = torch.nn.functional.max_unpool2d(
-        torch_nchw(pooled), torch.tensor(np.moveaxis(np.asarray(idx), -1, 1), dtype=torch.int64),
-        2, output_size=(7, 9),
-    )  # fmt: skip
+        torch_nchw(pooled),
+        torch.tensor(np.moveaxis(np.asarray(idx), -1, 1), dtype=torch.int64),
+        2,
+        output_size=(7, 9),
+    )
     np.testing.assert_array_equal(up, np.moveaxis(ref.numpy(), 1, -1))
 
 
@@ -212,8 +214,10 @@ def test_pool_and_unpool_errors():
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
-@pytest.mark.parametrize(("shape", "window"), [((2, 9, 7, 3), 2), ((1, 8, 8, 2), (2, 3)),
-                                                ((2, 7, 5, 1), 3), ((2, 11, 4), 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("shape", "window"),
+    [((2, 9, 7, 3), 2), ((1, 8, 8, 2), (2, 3)), ((2, 7, 5, 1), 3), ((2, 11, 4), 2)],
+)
 def test_max_pool_matches_flax_forward_and_backward(rng, shape, window, padding):
     import flax.linen as nn
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -143,3 +144,81 @@ def test_plot_metrics_writes_the_curves_that_were_logged(tmp_path):
     (ae / "metrics.jsonl").write_text(json.dumps({"step": 1, "other": 0.1}))
     with pytest.raises(ValueError, match="holds no loss"):
         viz.plot_metrics(ae)
+
+
+def _three_digits(n_each=20):
+    """Points around one centre per label (the look-alike digits 1, 5 and 6)."""
+    centres = {1: (-2.0, 1.0), 5: (2.0, 2.0), 6: (0.0, -3.0)}
+    labels = np.repeat([6, 1, 5], n_each)  # unsorted: the legend sorts them
+    noise = 0.3 * np.random.default_rng(0).standard_normal((len(labels), 2))
+    return np.array([centres[int(v)] for v in labels]) + noise, labels
+
+
+def test_scatter_figure_has_axes_ticks_labels_legend_and_the_marked_point():
+    points, labels = _three_digits()
+    fig = viz.scatter_figure(points, labels, highlight=(2, -4))
+    image = viz.figure_to_array(fig)  # draws it: tick labels are known from here on
+    assert image.shape == (480, 480, 3) and image.dtype == np.uint8
+    (ax,) = fig.axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
+    assert len([t for t in ax.get_xticklabels() if t.get_text()]) >= 3
+    assert len([t for t in ax.get_yticklabels() if t.get_text()]) >= 3
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "label"
+    assert [t.get_text() for t in legend.get_texts()] == ["1", "5", "6"]
+    assert [t.get_text() for t in ax.texts] == ["decoded (2, -4)"]
+    lo, hi = ax.get_ylim()
+    assert lo < -4 < hi  # the marked point is inside the axes
+    assert viz.scatter_figure(points).axes[0].get_legend() is None  # no labels, no legend
+
+
+def test_scatter_pixels_show_each_class_colour_where_its_point_is():
+    points = np.array([[-2.7, -2.6], [0.3, 2.7], [2.6, 0.4]])  # off the grid lines
+    fig = viz.scatter_figure(points, np.array([5, 1, 6]), highlight=(-2.6, 2.5), size=300)
+    image = viz.figure_to_array(fig)
+    assert image.shape == (300, 300, 3)
+    np.testing.assert_array_equal(
+        image, viz.scatter(points, [5, 1, 6], highlight=(-2.6, 2.5), size=300)
+    )
+
+    def pixel(x, y):
+        px, py = fig.axes[0].transData.transform((x, y))  # from the bottom left
+        return image[int(image.shape[0] - py), int(px)].astype(int)
+
+    tab10 = {1: (31, 119, 180), 5: (255, 127, 14), 6: (44, 160, 44)}  # sorted labels: C0-C2
+    for (x, y), label in zip(points, [5, 1, 6]):
+        expected = 0.7 * np.array(tab10[label]) + 0.3 * 255  # alpha 0.7 over white
+        np.testing.assert_allclose(pixel(x, y), expected, atol=3)
+    assert pixel(-2.6, 2.5).max() < 60  # the black cross
+
+
+def test_scatter_draws_axes_even_without_points():
+    empty = viz.scatter(np.zeros((0, 2)))
+    dark = (empty < 128).all(-1)
+    assert dark.mean() > 0.005  # spines, ticks and their labels
+    assert (dark.sum(0) > 0.5 * len(empty)).any()  # the left spine: one tall dark column
+    points, labels = _three_digits()
+    full = viz.scatter(points, labels)
+    coloured = lambda im: (np.ptp(im.astype(int), -1) > 60).sum()  # noqa: E731 (not grey)
+    assert coloured(empty) == 0 and coloured(full) > 10 * len(points)
+
+
+def test_scatter_errors_name_the_argument():
+    points, labels = _three_digits()
+    with pytest.raises(ValueError, match=r"`points` must be \(M, 2\).*\(4, 3\)"):
+        viz.scatter(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="`labels` must hold one label per point: 60 points, 2"):
+        viz.scatter(points, labels[:2])
+    with pytest.raises(ValueError, match="`highlight` must be one finite point"):
+        viz.scatter(points, highlight=(1, 2, 3))
+    with pytest.raises(ValueError, match="`size` must be an int >= 100"):
+        viz.scatter(points, size=50)
+
+
+def test_plots_without_matplotlib_say_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    with pytest.raises(ImportError, match=r'viz.scatter needs matplotlib.*"fcnjax\[viz\]"'):
+        viz.scatter(np.zeros((3, 2)))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "train/loss": 0.1}))
+    with pytest.raises(ImportError, match=r'pip install "fcnjax\[viz\]"'):
+        viz.plot_metrics(tmp_path)

@@ -5,16 +5,17 @@ Everything here works on plain arrays, without Flax: ``from fcnjax import ops``.
 
 from fcnjax.ops._args import per_dim
 from fcnjax.ops._conv import conv
-from fcnjax.ops._conv_transpose import (
-    METHODS,
-    conv_transpose,
+from fcnjax.ops._conv_transpose import METHODS, conv_transpose, select_method, zero_insert
+from fcnjax.ops._geometry import (
+    ConvTransposeGeometry,
+    conv_transpose_geometry,
     conv_transpose_shape,
+)
+from fcnjax.ops._kernels import (
     kernel_from_keras,
     kernel_from_torch,
     kernel_to_keras,
     kernel_to_torch,
-    select_method,
-    zero_insert,
 )
 from fcnjax.ops._pooling import max_pool, max_pool_with_argmax, max_unpool
 from fcnjax.ops._upsample import (
@@ -26,10 +27,12 @@ from fcnjax.ops._upsample import (
 
 __all__ = [
     "METHODS",
+    "ConvTransposeGeometry",
     "bilinear_filter",
     "bilinear_kernel",
     "conv",
     "conv_transpose",
+    "conv_transpose_geometry",
     "conv_transpose_shape",
     "kernel_from_keras",
     "kernel_from_torch",

@@ -157,7 +157,7 @@ def _bwd(pads, residuals, g):
             g,
             (((0, 1, 2), (0, 1, 2)), ((), ())),
             preferred_element_type=jnp.float32,
-        )  # fmt: skip
+        )
         for i in range(kh)
         for j in range(kw)
     ]
