@@ -1,18 +1,19 @@
 """``fcnjax`` commands. With no command, trains the offline default (the ``shapes_fcn8s`` config).
 
-    fcnjax train --config NAME[:arg] --workdir DIR [--config.key=value ...]
+    fcnjax train --config NAME[:arg] --workdir DIR [key=value | --config.key=value ...]
     fcnjax evaluate --workdir DIR [--split test] [--checkpoint best]
     fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR
-    fcnjax verify --config NAME [--config.key=value ...]
+    fcnjax verify --config NAME [key=value | --config.key=value ...]
     fcnjax plot --workdir DIR [--output DIR]   # training curves (needs fcnjax[viz])
-    fcnjax demo      # the transposed-convolution op demo
 
 A config is a recipe shipped in :mod:`fcnjax.configs` by name (``shapes_fcn8s``) or the
 path of a config file (``path/to/my_config.py:arg``); :func:`fcnjax.config.load_config`
-resolves both. The parser only parses; everything else is the library (:mod:`fcnjax.train`,
-:mod:`fcnjax.predict`). :func:`main` is the one place where fcnjax's own errors become one
-line naming what was wrong and an exit status (``--verbose`` adds the traceback);
-anything else keeps its traceback, so that bugs stay visible. Exit statuses:
+resolves both. Overrides are ``key=value``, ``--config.key=value`` or ``--config.key value``
+(``ml_collections.config_flags``' forms); :func:`fcnjax.config.apply_overrides` parses and
+type-checks them. The parser only parses; everything else is the library
+(:mod:`fcnjax.train`, :mod:`fcnjax.predict`). :func:`main` is the one place where fcnjax's
+own errors become one line naming what was wrong and an exit status (``--verbose`` adds
+the traceback); anything else keeps its traceback, so that bugs stay visible. Exit statuses:
 
 - 0: done;
 - 1: the run failed on what it met: bad data, an unreadable checkpoint, a NaN/inf loss,
@@ -42,6 +43,7 @@ EXIT_USAGE = 2
 DEFAULT_CONFIG = "shapes_fcn8s"  # in fcnjax/configs, so an installed wheel runs it
 DEFAULT_WORKDIR = "runs/shapes_fcn8s"
 CONFIG_HELP = "a shipped config (shapes_fcn8s, cae_mnist, ...) or a .py file; optionally :arg"
+OVERRIDES = "then config overrides: key=value, --config.key=value or --config.key value"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="with an error, also print its traceback"
     )
     sub = parser.add_subparsers(dest="command")
-    train = sub.add_parser("train", help="train and evaluate a config (resumes from --workdir)")
+    train = sub.add_parser(
+        "train", help="train and evaluate a config (resumes from --workdir)", epilog=OVERRIDES
+    )
     train.add_argument("--config", required=True, help=CONFIG_HELP)
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and pictures")
     ev = sub.add_parser("evaluate", help="FCN metrics of a trained workdir on a split")
@@ -65,12 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
     pr.add_argument("--no-overlay", action="store_true")
     pr.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    ve = sub.add_parser("verify", help="check a config's datasets (every example)")
+    ve = sub.add_parser(
+        "verify", help="check a config's datasets (every example)", epilog=OVERRIDES
+    )
     ve.add_argument("--config", required=True, help=CONFIG_HELP)
     pl = sub.add_parser("plot", help="training curves of a workdir as PNGs (matplotlib)")
     pl.add_argument("--workdir", required=True)
     pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
-    sub.add_parser("demo", help="the transposed-convolution op demo")
     return parser
 
 
@@ -85,32 +90,23 @@ def _positive_int(text: str) -> int:
 
 
 def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """``--config.a.b=v`` or ``--config.a.b v`` -> ``["a.b=v", ...]``."""
-    out, i = [], 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--config."):
-            parser.error(
-                f"unrecognized argument {arg!r} (config overrides look like --config.key=value)"
-            )
-        key = arg[len("--config.") :]
-        if "=" in key:
-            out.append(key)
-        elif i + 1 < len(extra):
-            out.append(f"{key}={extra[i + 1]}")
-            i += 1
+    """``key=v``, ``--config.key=v`` or ``--config.key v`` -> ``["key=v", ...]``; the
+    values are parsed by :func:`fcnjax.config.apply_overrides`."""
+    out, args = [], list(extra)
+    while args:
+        arg = args.pop(0)
+        if arg.startswith("--config.") and "=" not in arg:
+            if not args:
+                parser.error(f"{arg} needs a value (--config.key=value)")
+            out.append(f"{arg.removeprefix('--config.')}={args.pop(0)}")
+        elif arg.startswith("--config.") or ("=" in arg and not arg.startswith("-")):
+            out.append(arg.removeprefix("--config."))
         else:
-            parser.error(f"{arg} needs a value")
-        i += 1
+            parser.error(
+                f"unrecognized argument {arg!r} "
+                "(config overrides look like key=value or --config.key=value)"
+            )
     return out
-
-
-def _load(spec: str, overrides: list[str]):
-    from fcnjax import config as config_lib
-
-    config = config_lib.load_config(spec)
-    config_lib.apply_overrides(config, overrides)
-    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,42 +175,15 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
 def _run(args, overrides: list[str]) -> int:
     from fcnjax import summary
 
-    if args.command == "demo":
-        from fcnjax import _demo
-
-        _demo.main()
-        return 0
     if args.command == "plot":
-        from fcnjax import viz
-
-        if not Path(args.workdir).is_dir():
-            raise NotADirectoryError(f"--workdir {args.workdir}: no such directory.")
-        for path in viz.plot_metrics(args.workdir, args.output):
-            print(path)
-        return 0
+        return _plot(args.workdir, args.output)
     if args.command == "verify":
-        from fcnjax import data, train
-
-        config = _load(args.config, overrides)
-        for name, cfg in (
-            ("data", config.data.to_dict()),
-            ("eval_data", train._eval_data_config(config)),
-        ):
-            if cfg is None:
-                continue
-            source = data.get_source({**cfg, "verify": False})
-            checked = data.verify(source, on_error="skip")
-            skipped = getattr(checked, "skipped", [])
-            print(f"{name}: {type(source).__name__}, {len(source)} examples, {len(skipped)} bad")
-            for problem in skipped:
-                print(f"  {problem.message}")  # names the file (or record) itself
-            if skipped:
-                return 1
-        return 0
+        return _verify(args.config, overrides)
     if args.command == "train":
+        from fcnjax import config as config_lib
         from fcnjax import train
 
-        config = _load(args.config, overrides)
+        config = config_lib.load_config(args.config, overrides)
         result = train.train_and_evaluate(config, args.workdir)
         step, at = result["step"], result["eval_step"]
         if result["eval"]:
@@ -250,4 +219,37 @@ def _run(args, overrides: list[str]) -> int:
         )
         counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
         print(f"{path} -> {out} (pixels per class: {counts})")
+    return 0
+
+
+def _plot(workdir: str, output: str | None) -> int:
+    from fcnjax import viz
+
+    if not Path(workdir).is_dir():
+        raise NotADirectoryError(f"--workdir {workdir}: no such directory.")
+    for path in viz.plot_metrics(workdir, output):
+        print(path)
+    return 0
+
+
+def _verify(spec: str, overrides: list[str]) -> int:
+    """Reads every example of the config's training and evaluation sources; 1 if any is bad."""
+    from fcnjax import config as config_lib
+    from fcnjax import data, experiment
+
+    config = config_lib.load_config(spec, overrides)
+    for name, cfg in (
+        ("data", config.data.to_dict()),
+        ("eval_data", experiment.eval_data_config(config)),
+    ):
+        if cfg is None:
+            continue
+        source = data.get_source({**cfg, "verify": False})
+        checked = data.verify(source, on_error="skip")
+        skipped = getattr(checked, "skipped", [])
+        print(f"{name}: {type(source).__name__}, {len(source)} examples, {len(skipped)} bad")
+        for problem in skipped:
+            print(f"  {problem.message}")  # names the file (or record) itself
+        if skipped:
+            return 1
     return 0

@@ -45,8 +45,7 @@ def config(name: str, arg: str | None = None, overrides: list[str] | tuple[str, 
     from fcnjax import config as config_lib
 
     arg = "runlocal" if smoke() and arg is None else arg
-    c = config_lib.load_config(f"{name}:{arg}" if arg else name)
-    config_lib.apply_overrides(c, list(overrides))
+    c = config_lib.load_config(f"{name}:{arg}" if arg else name, list(overrides))
     return c
 
 
@@ -69,12 +68,14 @@ def devices() -> str:
     """One line per fact: backend, devices, processes (what a TPU v2-8 user checks first)."""
     ds = jax.devices()
     kinds = sorted({d.device_kind for d in ds})
-    return "\n".join([
-        f"backend: {jax.default_backend()}",
-        f"devices: {len(ds)} x {', '.join(kinds)} ({jax.local_device_count()} local)",
-        f"processes: {jax.process_count()}",
-        f"jax {jax.__version__}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"backend: {jax.default_backend()}",
+            f"devices: {len(ds)} x {', '.join(kinds)} ({jax.local_device_count()} local)",
+            f"processes: {jax.process_count()}",
+            f"jax {jax.__version__}",
+        ]
+    )
 
 
 def timeit(fn: Callable[..., Any], *args: Any, min_seconds: float = 0.2) -> float:

@@ -2,10 +2,11 @@
 
 Parameter groups are labels on the parameter tree and one ``optax.multi_transform``:
 
-* ``"frozen"``: ``optax.set_to_zero()`` (no update and no optimizer state). Seed 003
-  freezes the VGG16 convolutions (``freeze_backbone=True``); the FCN reference keeps its
-  bilinear deconvolutions fixed (``freeze=("upscore",)``, a regular expression on the
-  parameter path such as ``"upscore2/kernel"``).
+* ``"frozen"``: ``optax.set_to_zero()`` (no update and no optimizer state). The POSTECH
+  segmentation lab (Seungchul Lee) freezes the VGG16 convolutions
+  (``freeze_backbone=True``); the FCN reference keeps its bilinear deconvolutions fixed
+  (``freeze=("upscore",)``, a regular expression on the parameter path such as
+  ``"upscore2/kernel"``).
 * ``"bias"``: FCN's biases, at ``bias_lr_mult`` times the learning rate and without
   weight decay (Caffe's ``lr_mult: 2, decay_mult: 0``).
 * ``"weight"``: everything else.
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULTS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "check_options",
     "make_optimizer",
     "make_schedule",
     "param_labels",
@@ -65,11 +67,22 @@ DEFAULTS: dict[str, Any] = dict(
     bias_lr_mult=1.0,  # FCN: 2.0 (biases also skip weight decay when != 1 or no_bias_decay)
     no_bias_decay=False,
     freeze=(),  # regexes on '/'-joined parameter paths that never change
-    freeze_backbone=False,  # freeze VGG16's convolutions (seed 003)
+    freeze_backbone=False,  # freeze VGG16's convolutions (the POSTECH segmentation lab)
 )
 
 
-def _options(config: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_options(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The optimizer options: ``config`` on top of :data:`DEFAULTS` (None values take the
+    default), checked. Raises ValueError naming the key (``optimizer.name``, ...) and the
+    valid choices.
+
+    >>> check_options({"name": "adamw", "learning_rate": 0.01})["b2"]
+    0.999
+    >>> check_options({"name": "lion"})
+    Traceback (most recent call last):
+    ...
+    ValueError: `optimizer.name` must be one of ('sgd', 'adam', 'adamw'); got 'lion'.
+    """
     config = {k: v for k, v in dict(config or {}).items() if v is not None}
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
@@ -107,7 +120,7 @@ def make_schedule(config: Mapping[str, Any] | None, total_steps: int) -> optax.S
     >>> [round(float(s(t)), 3) for t in (0, 1, 2, 7, 12)]
     [0.0, 0.5, 1.0, 0.536, 0.0]
     """
-    opts = _options(config)
+    opts = check_options(config)
     lr, warmup = float(opts["learning_rate"]), int(opts["warmup_steps"])
     decay_steps = max(1, int(total_steps) - warmup)
     end = float(opts["end_learning_rate"])
@@ -134,7 +147,7 @@ def step_schedule(config: Mapping[str, Any] | None, total_steps: int) -> Callabl
     >>> [round(float(s(t)), 2) for t in (0, 4, 7, 8)]
     [0.0, 0.5, 0.5, 1.0]
     """
-    opts = _options(config)
+    opts = check_options(config)
     k = int(opts["accumulate_steps"])
     schedule = _update_schedule(opts, total_steps)
     return schedule if k == 1 else (lambda step: schedule(step // k))
@@ -201,7 +214,7 @@ def make_optimizer(
       params: the parameters (or their shapes), to label the groups.
       total_steps: training steps (micro-batches), for decaying schedules.
     """
-    opts = _options(config)
+    opts = check_options(config)
     k = int(opts["accumulate_steps"])
     schedule = _update_schedule(opts, total_steps)
     decay_bias = not (opts["no_bias_decay"] or opts["bias_lr_mult"] != 1.0)
