@@ -1,4 +1,4 @@
-"""Training-step time: fcnjax's trainer step (`fcnjax.train.train_step`) against PyTorch.
+"""Training-step time: fcnjax's trainer step (`fcnjax.steps.train_step`) against PyTorch.
 
     python bench/train_step.py            # about 10 minutes on 2 idle cores (27 when shared)
     python bench/train_step.py --quick    # fewer rounds, no breakdown (CI): 3-6 minutes
@@ -22,7 +22,7 @@ first step after a switch; see ``TorchWorker``).
 2. The shapes recipe's step in fcnjax alone (images/s): the `shapes_fcn8s` config when it
    exists, else FCN-8s width 0.25 on vgg16_bn (BatchNorm), 4 classes, no dropout,
    bilinear final upsampling, batch 16 at 64x64, AdamW lr 2e-3.
-3. Seed 003's autoencoder (28x28x1, batch 32, Adam 1e-3, mean squared error), fcnjax
+3. The POSTECH lab's autoencoder (28x28x1, batch 32, Adam 1e-3, mean squared error), fcnjax
    against the same six layers in PyTorch (images/s).
 """
 
@@ -51,7 +51,8 @@ jax.config.update("jax_threefry_partitionable", _PARTITIONABLE)
 from fcnjax import config as config_lib  # noqa: E402
 from fcnjax import models  # noqa: E402
 from fcnjax.optim import make_optimizer  # noqa: E402
-from fcnjax.train import Task, create_train_state, train_step  # noqa: E402
+from fcnjax.steps import create_train_state, train_step  # noqa: E402
+from fcnjax.tasks import Autoencoder, Segmentation  # noqa: E402
 
 IGNORE = 255
 
@@ -251,13 +252,17 @@ def torch_autoencoder_step(batch):
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(1, 32, 3, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, 2, 1),
+        nn.ReLU(),
         nn.Conv2d(64, 2, 7),
-        nn.ConvTranspose2d(2, 64, 7), nn.ReLU(),
-        nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(2, 64, 7),
+        nn.ReLU(),
+        nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+        nn.ReLU(),
         nn.ConvTranspose2d(32, 1, 7, 2, 3, output_padding=1),
-    )  # fmt: skip
+    )
     n_params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous()
@@ -301,9 +306,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no breakdown")
     parser.add_argument(
-        "--same-process", action="store_true",
+        "--same-process",
+        action="store_true",
         help="run PyTorch in this process too (each framework then slows the other)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress of a long run, also into a file
 
@@ -324,7 +330,7 @@ def main():
     k, n, size = 21, 4, (224, 224)
     batch = segmentation_batch(rng, n, size, k)
     sgd = dict(name="sgd", learning_rate=1e-4, momentum=0.9, weight_decay=5e-4)
-    jax_fcn = JaxStep(models.get("fcn8s", num_classes=k), sgd, batch, Task("segmentation", k))
+    jax_fcn = JaxStep(models.get("fcn8s", num_classes=k), sgd, batch, Segmentation(k))
     if args.same_process:
         torch_fcn, torch_parts = torch_fcn8s_step(k, batch)
         worker = None
@@ -377,7 +383,7 @@ def main():
     spec = dict(spec)
     name = spec.pop("name")
     batch = segmentation_batch(rng, n, size, spec["num_classes"])
-    task = Task("segmentation", spec["num_classes"])
+    task = Segmentation(spec["num_classes"])
     jax_shapes = JaxStep(models.get(name, **spec), optimizer, batch, task, total)
     steps = steps_for(jax_shapes, block_s)
     keys = ("name", "learning_rate", "weight_decay", "schedule", "warmup_steps")
@@ -391,11 +397,11 @@ def main():
     print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_shapes.compile_s))
     del jax_shapes
 
-    # 3. Seed 003's autoencoder.
+    # 3. The POSTECH lab's autoencoder.
     n = 32
     batch = {"image": rng.random((n, 28, 28, 1), dtype=np.float32)}
     adam = dict(name="adam", learning_rate=1e-3)
-    jax_ae = JaxStep(models.get("autoencoder"), adam, batch, Task("autoencoder"))
+    jax_ae = JaxStep(models.get("autoencoder"), adam, batch, Autoencoder())
     if args.same_process:
         torch_ae, torch_params = torch_autoencoder_step(batch)
         worker = None

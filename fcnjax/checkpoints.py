@@ -1,6 +1,6 @@
 """Orbax checkpoints of a training run: the latest K, and the best by a validation metric.
 
-``workdir/checkpoints/<step>/`` holds ``state`` (the :class:`~fcnjax.train.TrainState`
+``workdir/checkpoints/<step>/`` holds ``state`` (the :class:`~fcnjax.steps.TrainState`
 arrays), ``data`` (each process's grain iterator position, so a resumed run sees the same
 batches) and ``meta`` (JSON: step, best metric so far). ``workdir/best/<step>/`` holds the
 best ``state`` by the chosen metric. Saves are asynchronous where orbax allows: arrays are
@@ -66,8 +66,14 @@ def _manager(path: Path, options: ocp.CheckpointManagerOptions) -> ocp.Checkpoin
 class Checkpointer:
     """The two orbax managers of a run (``checkpoints/`` and ``best/``)."""
 
-    def __init__(self, workdir: str | Path, *, keep: int = 3, asynchronous: bool = True,
-                 best_mode: str = "max"):  # fmt: skip
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        keep: int = 3,
+        asynchronous: bool = True,
+        best_mode: str = "max",
+    ):
         workdir = Path(workdir)
         self.dir, self.best_dir = workdir / "checkpoints", workdir / "best"
         self.latest = _manager(self.dir, _options(keep, asynchronous))

@@ -27,7 +27,7 @@ import numpy as np
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
-from fcnjax import viz
+from fcnjax import evaluate, experiment, viz
 from fcnjax.data.core import IMAGE_EXTENSIONS, read_image
 from fcnjax.ops import resize_logits
 
@@ -90,8 +90,6 @@ def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predict
       FileNotFoundError: ``workdir`` or its ``config.json`` does not exist.
       CheckpointError: no complete checkpoint, or an unreadable one.
     """
-    from fcnjax import train
-
     workdir = Path(workdir)
     if checkpoint not in ("latest", "best"):
         raise ValueError(f"`checkpoint` must be 'latest' or 'best'; got {checkpoint!r}.")
@@ -103,14 +101,19 @@ def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predict
     config = config_lib.from_json((workdir / "config.json").read_text())
     directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
     state, step = ckpt.restore_state(directory, None)
-    info_file = workdir / "run_info.json"  # without it (older workdirs): the data describes it
-    info = json.loads(info_file.read_text()) if info_file.is_file() else None
-    run = train.build(config, with_train=False, with_eval=False, info=info)
+    info = _run_info(workdir)
+    run = experiment.build(config, with_train=False, with_eval=False, info=info)
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     variables = jax.tree.map(jnp.asarray, variables)
     return Predictor(config, run, variables, step, workdir)
+
+
+def _run_info(workdir: Path) -> dict[str, Any] | None:
+    """``run_info.json``; None for workdirs older than it (the data then describes the run)."""
+    path = workdir / "run_info.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _predictor(workdir_or_predictor, checkpoint: str = "latest") -> Predictor:
@@ -260,47 +263,39 @@ def evaluate_segmentation(
 ) -> dict[str, Any]:
     """FCN's four metrics (and per-class IoU, loss) of a trained model on a whole split.
 
+    Reads the workdir (config, run info, checkpoint) and the evaluation split only: the
+    class weights and the input normalisation come from ``run_info.json``.
+
     Args:
       workdir: a training workdir.
       split: the split to evaluate (default: the config's evaluation split).
       data: overrides of the evaluation source's config (e.g. another ``root``).
       checkpoint: ``"latest"`` or ``"best"``.
-      batch_size: the evaluation batch (default: the config's).
+      batch_size: the evaluation batch (default: the config's), rounded up to a multiple
+        of the devices.
     """
-    from fcnjax import train
-
     predictor = _predictor(workdir, checkpoint)
     config = ml_collections.ConfigDict(predictor.config.to_dict())
-    eval_data = dict(config.eval_data.to_dict() if config.eval_data is not None else {})
+    eval_data = experiment.eval_data_config(config) or config.data.to_dict()
     if split is not None:
         eval_data["split"] = split
     eval_data.update(data or {})
-    eval_bs = batch_size or config.eval_batch_size or config.batch_size
     with config.ignore_type():
         config.eval_data = ml_collections.ConfigDict(eval_data)
-        config.parallel = "jit"
-        config.eval_batch_size = -(-eval_bs // jax.device_count()) * jax.device_count()
-    run = train.build(config, with_train=False)
-    par = train.Parallel("jit", run.task)
-    state = _EvalState(predictor.variables, run.model.apply)
-    state = jax.device_put(state, par.replicated)
-    results = train.evaluate(run, par, state)
+    run = experiment.build(config, with_train=False, info=_run_info(predictor.workdir))
+    size = batch_size or config.eval_batch_size or config.batch_size
+    size = -(-size // jax.device_count()) * jax.device_count()
+    loader = {k: config.input[k] for k in ("workers", "threads", "prefetch")}
+    results = evaluate.evaluate(
+        run.model,
+        predictor.variables,
+        run.eval_source,
+        run.eval_transform,
+        run.task,
+        size,
+        loader=loader,
+    )
     return {**results, "step": predictor.step, "split": eval_data.get("split")}
-
-
-class _EvalState:
-    """The part of a TrainState that ``eval_step`` reads."""
-
-    def __init__(self, variables, apply_fn):
-        self._variables, self.apply_fn = variables, apply_fn
-
-    def variables(self):
-        return self._variables
-
-
-jax.tree_util.register_pytree_node(
-    _EvalState, lambda s: ((s._variables,), s.apply_fn), lambda fn, c: _EvalState(c[0], fn)
-)
 
 
 def image_files(path: str | os.PathLike[str], what: str = "--input") -> list[Path]:

@@ -18,13 +18,14 @@ import math
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
-from fcnjax import train
+from fcnjax import experiment, train
 from fcnjax.data import IGNORE_LABEL
 from fcnjax.data.testing import tfds_release
 from tests.test_data_sources import write_image, write_mask
@@ -73,7 +74,7 @@ def _image(h, w):
 
 
 def make_lab(root: Path):
-    """Seed 003's arrays: float images in [0, 1] and one-hot (N, H, W, 2) masks."""
+    """The POSTECH lab's arrays: float images in [0, 1] and one-hot (N, H, W, 2) masks."""
     root.mkdir(parents=True)
     labelled = 0
     for split, n in (("train", 4), ("test", 3)):
@@ -175,7 +176,7 @@ class LogRecords(logging.Handler):
 
 def _train(config, workdir: Path):
     handler = LogRecords()
-    logger = logging.getLogger("fcnjax.train")
+    logger = logging.getLogger("fcnjax")  # the trainer and experiment
     old_level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
@@ -285,7 +286,9 @@ def test_config_trains_and_writes_its_outputs(runs, name):
     assert step == steps and int(state["step"]) == steps
 
     # config.json is this run's config
-    assert json.loads((wd / "config.json").read_text()) == json.loads(train.config_json(config))
+    assert json.loads((wd / "config.json").read_text()) == json.loads(
+        experiment.config_json(config)
+    )
     assert json.loads((wd / "final_metrics.json").read_text())["step"] == steps
 
     # metrics.jsonl: the training loss at every log step, evaluation at the end
@@ -352,7 +355,7 @@ def test_cae_mnist_learns_on_digits_1_5_6(runs):
 
 
 def test_fcn_lab_keeps_the_backbone_frozen(runs):
-    # seed 003: base_model.trainable = False; the head trains
+    # the POSTECH lab: base_model.trainable = False; the head trains
     wd = runs("fcn_lab")["workdir"]
     p1, p2 = flat(restored_params(wd, 1)), flat(restored_params(wd, 2))
     backbone = [k for k in p1 if k.startswith("['backbone']")]
@@ -376,7 +379,7 @@ def test_staged_fcn_32s_to_16s_to_8s_copies_the_previous_params(runs):
     assert any(f"{r32['workdir']}/checkpoints" in m for m in r16["log"])
 
     # precondition: a fresh 16s init (its own seed) is far from the 32s run's parameters
-    run16 = train.build(r16["config"], with_train=False, with_eval=False)
+    run16 = experiment.build(r16["config"], with_train=False, with_eval=False)
     fresh = flat(
         jax.jit(run16.model.init)(
             jax.random.split(jax.random.key(r16["config"].seed))[0],
@@ -419,7 +422,7 @@ def test_segnet_camvid_uses_median_frequency_weights(runs):
     expected = np.median(freq) / freq
     assert expected.std() > 0.5  # imbalanced data: weights far from uniform
 
-    built = train.build(run["config"], with_eval=False)
+    built = experiment.build(run["config"], with_eval=False)
     np.testing.assert_allclose(built.task.class_weights, expected, rtol=1e-6)
     logged = [m for m in run["log"] if m.startswith("median frequency class weights")]
     assert len(logged) == 1
@@ -442,10 +445,167 @@ def test_every_config_loads_and_validates():
 def test_overrides_parse_literals_and_keep_bare_words_for_string_fields():
     c = config_lib.default_config()
     config_lib.apply_overrides(
-        c, ["input.mode=none", "input.eval_mode=none", "input.jitter=none", "batch_size=4",
-            "optimizer.learning_rate=1", "input.flip=false", "input.size=(8, 8)"]
-    )  # fmt: skip
+        c,
+        [
+            "input.mode=none",
+            "input.eval_mode=none",
+            "input.jitter=none",
+            "batch_size=4",
+            "optimizer.learning_rate=1",
+            "input.flip=false",
+            "input.size=(8, 8)",
+        ],
+    )
     assert c.input.mode == "none" and c.input.eval_mode == "none"  # the mode, not None
     assert c.input.jitter is None  # a field that holds None takes None
     assert c.batch_size == 4 and c.optimizer.learning_rate == 1.0
     assert c.input.flip is False and c.input.size == (8, 8)
+
+
+# The values of typed fields, as ml_collections.config_flags parses --config.key=value itself.
+FLAG_OVERRIDES = [
+    ("batch_size", "1_000"),
+    ("num_steps", "0x10"),  # a placeholder(int): None by default, typed all the same
+    ("optimizer.learning_rate", "1"),
+    ("optimizer.grad_clip_norm", "1e-3"),
+    ("input.flip", "f"),
+    ("input.mode", "none"),
+    ("input.size", "(8, 8)"),
+    ("input.jitter", "[0.1, 0.2, 0.3]"),
+    ("optimizer.freeze", "upscore"),
+    ("init.backbone_weights", "imagenet"),
+    ("distributed.coordinator_address", "localhost:1234"),
+]
+
+
+def test_override_values_parse_as_config_flags_parses_them():
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["prog", *(f"--config.{key}={text}" for key, text in FLAG_OVERRIDES)]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_dict(
+        "config", config_lib.default_config(), flag_values=flag_values, sys_argv=argv
+    )
+    flag_values(argv)
+    ours = config_lib.default_config()
+    config_lib.apply_overrides(ours, [f"{key}={text}" for key, text in FLAG_OVERRIDES])
+    for key, _ in FLAG_OVERRIDES:
+        theirs, mine = flag_values.config, ours
+        for part in key.split("."):
+            theirs, mine = theirs[part], mine[part]
+        assert mine == theirs and type(mine) is type(theirs), key
+    assert (
+        ours.num_steps == 16 and ours.input.flip is False and ours.optimizer.freeze == ("upscore",)
+    )
+
+
+def test_fields_whose_default_is_none_still_have_a_type():
+    c = config_lib.default_config()
+    sections = [c, *(v for v in c.values() if isinstance(v, ml_collections.ConfigDict))]
+    none_fields = [(s, k) for s in sections for k, v in s.items() if v is None]
+    assert len(none_fields) >= 10
+    for section, key in none_fields:
+        assert section.get_type(key) is not type(None), key
+    with pytest.raises(TypeError, match="tuple"):
+        c.input.size = "64"  # ConfigDict's own type safety
+    with pytest.raises(config_lib.ConfigError, match=r"`input.size` expects tuple; got 'a b'"):
+        config_lib.apply_overrides(c, ["input.size=a b"])
+    with pytest.raises(config_lib.ConfigError, match="`num_epochs` expects int; got '2.5'"):
+        config_lib.apply_overrides(c, ["num_epochs=2.5"])
+    with pytest.raises(config_lib.ConfigError, match="`loss.class_weights` expects str or tuple"):
+        config_lib.apply_overrides(c, ["loss.class_weights=3"])
+    config_lib.apply_overrides(c, ["loss.class_weights=[1, 2.5]", "init.from_workdir='a b'"])
+    assert c.loss.class_weights == (1, 2.5) and c.init.from_workdir == "a b"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("batch_size=True", "`batch_size` expects int (like 16); got 'True'"),
+        ("input.flip=yes", "`input.flip` expects bool (like True); got 'yes'"),
+        ("optimizer=adam", "`optimizer` is a section: set its fields (optimizer.<field>=value)"),
+        ("checkpoint.keep.x=1", "`checkpoint.keep` is 3, not a section: cannot set"),
+        ("nmu_steps=3", "unknown config key 'nmu_steps' (did you mean 'num_steps'?)"),
+        ("distributed.initialize=maybe", "`distributed.initialize` must be 'auto', True or False"),
+        ("batch_size", "override 'batch_size' must look like key=value"),
+        ("a..b=1", "override 'a..b=1' must look like key=value"),
+    ],
+)
+def test_override_errors_name_the_key_and_what_it_takes(override, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.apply_overrides(config_lib.default_config(), [override])
+    assert message in str(info.value)
+
+
+def test_override_free_form_sections_take_new_keys_and_whole_dicts():
+    c = config_lib.load_config("unet_catdog:runlocal")  # eval_data is None there
+    with pytest.raises(config_lib.ConfigError, match=r"give it whole: eval_data=\{\.\.\.\}"):
+        config_lib.apply_overrides(c, ["eval_data.split=val"])
+    config_lib.apply_overrides(
+        c, ["eval_data={'split': 'val'}", "data.root=/data/cats", "model.new_arg=[1, 2]"]
+    )
+    assert c.eval_data.to_dict() == {"split": "val"} and c.data.root == "/data/cats"
+    assert c.model.new_arg == (1, 2)
+    with pytest.raises(config_lib.ConfigError, match="`data.num_classes` expects int"):
+        config_lib.apply_overrides(c, ["data.num_classes=abc"])
+    # As config_flags: a section after one of its fields would undo that field.
+    with pytest.raises(config_lib.ConfigError, match="'data' comes after 'data.root'"):
+        config_lib.apply_overrides(c, ["data.root=/x", "data={'name': 'folder'}"])
+    config_lib.apply_overrides(c, ["data={'name': 'folder'}", "data.root=/x"])
+    assert c.data.to_dict() == {"name": "folder", "root": "/x"}
+
+
+def test_override_distributed_initialize_takes_true_false_and_auto():
+    c = config_lib.default_config()
+    for text, value in (("True", True), ("false", False), ("auto", "auto")):
+        config_lib.apply_overrides(c, [f"distributed.initialize={text}"])
+        assert c.distributed.initialize == value
+        assert type(c.distributed.initialize) is type(value)
+
+
+def test_override_parser_for_free_form_pairs():
+    pairs = ["name=folder", "root=/data/x", "num_classes=3", "size=[16, 24]", "verify=false"]
+    assert config_lib.parse_assignments(pairs) == {
+        "name": "folder",
+        "root": "/data/x",
+        "num_classes": 3,
+        "size": (16, 24),
+        "verify": False,
+    }
+    with pytest.raises(config_lib.ConfigError, match="'root' must look like key=value"):
+        config_lib.parse_assignments(["root"])
+
+
+def test_as_config_copies_a_config_dict_and_merges_a_mapping():
+    original = config_lib.load_config("shapes_fcn8s:runlocal")
+    copied = config_lib.as_config(original)
+    assert copied is not original and copied.to_dict() == original.to_dict()
+    copied.num_steps = 99
+    copied.data.size = 8
+    assert original.num_steps == 4 and original.data.size == 40  # untouched
+    assert copied.get_type("eval_batch_size") is int  # the placeholders' types stay
+    merged = config_lib.as_config({"num_steps": 5, "optimizer": {"name": "adam"}})
+    assert merged.num_steps == 5 and merged.optimizer.name == "adam"
+    assert merged.optimizer.learning_rate == config_lib.default_config().optimizer.learning_rate
+    with pytest.raises(TypeError, match="`config` must be an ml_collections.ConfigDict"):
+        config_lib.as_config([("num_steps", 5)])
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'optimizer.nme'"):
+        config_lib.as_config({"optimizer": {"nme": "adam"}})
+    with pytest.raises(config_lib.ConfigError, match="`batch_size` expects int"):
+        config_lib.as_config({"batch_size": "16"})
+    with pytest.raises(config_lib.ConfigError, match="`batch_size` must be a positive int"):
+        config_lib.as_config({"batch_size": 0})
+    bad = config_lib.default_config()
+    with bad.ignore_type():
+        bad.input.flip = "yes"
+    with pytest.raises(config_lib.ConfigError, match="`input.flip` expects bool; got 'yes'"):
+        config_lib.as_config(bad)
+
+
+def test_every_config_round_trips_through_its_saved_json():
+    for name in NAMES:
+        for spec in (name, f"{name}:runlocal"):
+            config = config_lib.load_config(spec)
+            saved = json.dumps(config.to_dict())  # tuples as JSON arrays, as the trainer saves
+            assert config_lib.from_json(saved).to_dict() == config.to_dict(), spec

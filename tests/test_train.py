@@ -7,6 +7,7 @@ subprocesses; parameters are compared from the orbax checkpoints they leave.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -16,10 +17,11 @@ import time
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
-from fcnjax import checkpoints, predict, train
+from fcnjax import checkpoints, experiment, predict, train
 from fcnjax import config as config_lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,16 +61,24 @@ def assert_trees_close(a, b, rtol=0.0, atol=0.0):
 
 # Subprocesses use the test process's PRNG (conftest: classic threefry), so that their
 # initial parameters equal those of in-process runs.
-ENV = {**os.environ, "PYTHONPATH": str(ROOT),
-       "JAX_THREEFRY_PARTITIONABLE": str(jax.config.jax_threefry_partitionable)}  # fmt: skip
+ENV = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "JAX_THREEFRY_PARTITIONABLE": str(jax.config.jax_threefry_partitionable),
+}
 
 
 def cli(args, env=None, **kw):
     full_env = {**ENV, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "fcnjax", *args], capture_output=True, text=True, env=full_env,
-        cwd=ROOT, timeout=600, **kw,
-    )  # fmt: skip
+        [sys.executable, "-m", "fcnjax", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=600,
+        **kw,
+    )
 
 
 def overrides(*items: str) -> list[str]:
@@ -114,13 +124,27 @@ def test_resume_is_exact(trained, tmp_path):
 
 def test_sigterm_saves_and_resume_matches(tmp_path):
     workdir = tmp_path / "wd"
-    args = ["train", "--config", SHAPES, "--workdir", str(workdir),
-            *overrides("num_steps=400", "checkpoint.every_steps=1000", "log_every_steps=1",
-                      "optimizer.schedule=constant")]  # fmt: skip
+    args = [
+        "train",
+        "--config",
+        SHAPES,
+        "--workdir",
+        str(workdir),
+        *overrides(
+            "num_steps=400",
+            "checkpoint.every_steps=1000",
+            "log_every_steps=1",
+            "optimizer.schedule=constant",
+        ),
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fcnjax", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=ENV, cwd=ROOT,
-    )  # fmt: skip
+        [sys.executable, "-m", "fcnjax", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -143,9 +167,14 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
-    c = config("num_steps=20", "checkpoint.every_steps=1", "optimizer.name=sgd",
-               "optimizer.learning_rate=1e12", "optimizer.momentum=0.0",
-               "optimizer.schedule=constant")  # fmt: skip
+    c = config(
+        "num_steps=20",
+        "checkpoint.every_steps=1",
+        "optimizer.name=sgd",
+        "optimizer.learning_rate=1e12",
+        "optimizer.momentum=0.0",
+        "optimizer.schedule=constant",
+    )
     with pytest.raises(train.NonFiniteLossError, match=r"became (nan|inf|-inf) at step (\d+)") as e:
         train.train_and_evaluate(c, tmp_path)
     bad = int(e.value.args[0].split(" at step ")[1].split()[0])
@@ -159,8 +188,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
 def _run_devices(tmp_path: Path, name: str, devices: int, *extra: str) -> Path:
     workdir = tmp_path / name
     env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    result = cli(["train", "--config", SHAPES, "--workdir", str(workdir),
-                  *overrides("num_steps=3", "checkpoint.every_steps=3", *extra)], env)  # fmt: skip
+    result = cli(
+        [
+            "train",
+            "--config",
+            SHAPES,
+            "--workdir",
+            str(workdir),
+            *overrides("num_steps=3", "checkpoint.every_steps=3", *extra),
+        ],
+        env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return workdir
 
@@ -210,16 +248,31 @@ def test_two_processes_match_one(tmp_path, one_device):
     workdir, port = tmp_path / "two", _free_port()
     procs = []
     for pid in range(2):
-        args = ["train", "--config", SHAPES, "--workdir", str(workdir),
-                *overrides("num_steps=3", "checkpoint.every_steps=3", *DEVICES,
-                           f"distributed.coordinator_address=localhost:{port}",
-                           "distributed.num_processes=2",
-                           f"distributed.process_id={pid}")]  # fmt: skip
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "fcnjax", *args], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-        ))  # fmt: skip
+        args = [
+            "train",
+            "--config",
+            SHAPES,
+            "--workdir",
+            str(workdir),
+            *overrides(
+                "num_steps=3",
+                "checkpoint.every_steps=3",
+                *DEVICES,
+                f"distributed.coordinator_address=localhost:{port}",
+                "distributed.num_processes=2",
+                f"distributed.process_id={pid}",
+            ),
+        ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "fcnjax", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=ROOT,
+                env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+            )
+        )
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n\n".join(outs)
     assert_same_run(workdir, one_device)
@@ -271,16 +324,19 @@ def test_saving_the_best_checkpoint_of_a_step_again_keeps_the_first(tmp_path):
 def test_build_from_run_info_needs_neither_data_nor_weights():
     # normalization="backbone" with ImageNet weights would download them; the run info
     # carries their preprocessing (through JSON, as run_info.json does)
-    import json
-
     from fcnjax import weights
 
     c = config("input.normalization=backbone", "init.backbone_weights=imagenet")
-    info = json.loads(json.dumps({
-        "num_classes": 4, "class_names": ["bg", "a", "b", "c"], "example_shape": [1, 40, 40, 3],
+    info = {
+        "task": "segmentation",
+        "num_classes": 4,
+        "class_names": ["bg", "a", "b", "c"],
+        "class_weights": None,
+        "example_shape": [1, 40, 40, 3],
         "preprocessing": dataclasses.asdict(weights.KERAS_CAFFE),
-    }))  # fmt: skip
-    run = train.build(c, with_train=False, with_eval=False, info=info)
+    }
+    info = json.loads(json.dumps(info))
+    run = experiment.build(c, with_train=False, with_eval=False, info=info)
     assert run.preprocessing == weights.KERAS_CAFFE
     assert run.task.num_classes == 4 and run.example_shape == (1, 40, 40, 3)
     assert run.class_names == ("bg", "a", "b", "c")
@@ -289,5 +345,29 @@ def test_build_from_run_info_needs_neither_data_nor_weights():
     np.testing.assert_allclose(out, weights.KERAS_CAFFE(pixel), rtol=1e-6)
     assert json.loads(json.dumps(run.info())) == info  # what training writes, read back
     with pytest.raises(ValueError, match=r"run info lacks \['preprocessing'\]"):
-        train.build(c, with_train=False, with_eval=False,
-                    info={k: v for k, v in info.items() if k != "preprocessing"})  # fmt: skip
+        no_pre = {k: v for k, v in info.items() if k != "preprocessing"}
+        experiment.build(c, with_train=False, with_eval=False, info=no_pre)
+
+
+def test_evaluation_takes_class_weights_from_the_run_info(monkeypatch):
+    # median-frequency weights come from the training masks once, in training; evaluation
+    # (an evaluation source, no training source) reads them from run_info.json instead
+    from fcnjax import data
+
+    c = config("loss.class_weights=median_frequency")
+    trained = experiment.build(c, with_eval=False)
+    assert trained.task.class_weights is not None and len(trained.task.class_weights) == 4
+    info = json.loads(json.dumps(trained.info()))
+    assert info["class_weights"] == list(trained.task.class_weights)
+
+    def no_masks(*args, **kwargs):
+        raise AssertionError("the training masks were read again")
+
+    monkeypatch.setattr(data, "class_counts", no_masks)
+    predicted = experiment.build(c, with_train=False, with_eval=False, info=info)
+    assert predicted.task == trained.task  # nothing read
+    with c.ignore_type():
+        c.eval_data = ml_collections.ConfigDict(c.data.to_dict())
+    evaluated = experiment.build(c, with_train=False, info=info)
+    assert evaluated.task.class_weights == trained.task.class_weights
+    assert evaluated.task == trained.task
