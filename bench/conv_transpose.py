@@ -5,7 +5,7 @@
 
 Every number is a median over repetitions, measured in this run, so the ratios compare
 like with like on a noisy machine. Shapes are (N, H=W, C_in -> C_out, kernel, stride) from
-FCN-8s, the seed's lab FCN and the seed's autoencoder. Padding is Keras "SAME" (output
+FCN-8s, the POSTECH lab's FCN and its autoencoder. Padding is Keras "SAME" (output
 H * stride); PyTorch gets the padding/output_padding with the same output size.
 """
 

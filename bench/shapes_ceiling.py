@@ -30,15 +30,17 @@ CASES = [  # (image size, radius_range, max_objects)
 
 
 def ceiling(size: int, radius_range, max_objects: int, n: int = 256, stride: int = 8):
-    source = Shapes(n, size=size, split="validation", radius_range=radius_range,
-                    max_objects=max_objects)  # fmt: skip
+    source = Shapes(
+        n, size=size, split="validation", radius_range=radius_range, max_objects=max_objects
+    )
     masks = np.stack([source[i]["mask"] for i in range(n)]).astype(np.int32)
     cells = -(-size // stride)
     pad = cells * stride - size
     onehot = jax.nn.one_hot(jnp.pad(masks, ((0, 0), (0, pad), (0, pad)), mode="edge"), 4)
     fractions = onehot.reshape(n, cells, stride, cells, stride, 4).mean((2, 4))
-    scores = jax.image.resize(jnp.log(fractions + 1e-3), (n, cells * stride, cells * stride, 4),
-                              "bilinear")[:, :size, :size]  # fmt: skip
+    scores = jax.image.resize(
+        jnp.log(fractions + 1e-3), (n, cells * stride, cells * stride, 4), "bilinear"
+    )[:, :size, :size]
     cm = metrics.confusion_matrix(masks, scores.argmax(-1), 4)
     return metrics.segmentation_metrics(np.asarray(cm), list(Shapes.class_names))
 

@@ -21,10 +21,14 @@ def _lax(x, k, padding):
 @pytest.mark.parametrize("method", ["gemm", "im2col"])
 @pytest.mark.parametrize(
     "shape, window, padding, c_out",
-    [((2, 9, 7, 5), (3, 3), "SAME", 6), ((1, 8, 8, 4), (7, 7), "SAME", 6),
-     ((3, 6, 5, 2), (2, 3), "VALID", 6), ((2, 6, 6, 3), (3, 3), ((2, 0), (1, 3)), 6),
-     ((1, 5, 5, 72), (3, 3), "SAME", 64)],  # 72 x 64 > 4096: the per-tap kernel gradient
-)  # fmt: skip
+    [
+        ((2, 9, 7, 5), (3, 3), "SAME", 6),
+        ((1, 8, 8, 4), (7, 7), "SAME", 6),
+        ((3, 6, 5, 2), (2, 3), "VALID", 6),
+        ((2, 6, 6, 3), (3, 3), ((2, 0), (1, 3)), 6),
+        ((1, 5, 5, 72), (3, 3), "SAME", 64),
+    ],  # 72 x 64 > 4096: the per-tap kernel gradient
+)
 def test_gradients_match_lax(rng, shape, window, padding, c_out, method):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     k = jnp.asarray(rng.normal(size=(*window, shape[-1], c_out)), jnp.float32)

@@ -65,7 +65,7 @@ def test_two_processes_assemble_the_global_batch(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     outputs = []

@@ -203,9 +203,13 @@ def test_eval_loader_keeps_every_example_exactly_once(count):
     ]
     assert {len(p) for p in parts} == {3}  # ceil(11 / 4) on every process
     valid = [
-        i for p in parts for b in p for i, v, img in zip(b["index"], b["valid"], ids(b)) if v
+        i
+        for p in parts
+        for b in p
+        for i, v, img in zip(b["index"], b["valid"], ids(b))
+        if v
         if img == i
-    ]  # fmt: skip
+    ]
     assert sorted(valid) == list(range(11))
     padding = [(b["mask"][~b["valid"]], b["image"][~b["valid"]]) for p in parts for b in p]
     assert sum(len(m) for m, _ in padding) == 1
@@ -214,8 +218,9 @@ def test_eval_loader_keeps_every_example_exactly_once(count):
 
 
 def test_eval_loader_counts_a_bad_example_as_padding_when_skipping():
-    first_bad = list(data.eval_loader(Indexed(3, bad={0}), 2, data.EvalTransform(size=(6, 5)),
-                                      on_error="skip"))  # fmt: skip
+    first_bad = list(
+        data.eval_loader(Indexed(3, bad={0}), 2, data.EvalTransform(size=(6, 5)), on_error="skip")
+    )
     assert np.concatenate([b["valid"] for b in first_bad]).tolist() == [0, 1, 1, 0]
     src = Indexed(5, bad={1})
     t = data.EvalTransform(size=(6, 5), mode="none", normalization="none")

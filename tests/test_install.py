@@ -96,11 +96,23 @@ def installed(tmp_path_factory):
     have_setuptools = importlib.util.find_spec("setuptools") is not None
     offline = ["--no-build-isolation", "--no-index"] if have_setuptools else []
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *offline,
-         "-w", str(dist), str(src)],
-        check=True, cwd=tmp, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            *offline,
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        cwd=tmp,
+        timeout=300,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )  # fmt: skip
+    )
     (wheel,) = dist.glob("fcnjax-*.whl")
     site = tmp / "site"
     with zipfile.ZipFile(wheel) as z:
@@ -118,8 +130,12 @@ def _python(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProces
     cwd.mkdir()
     return subprocess.run(
         [sys.executable, "-S", *args],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_wheel_holds_the_package_and_its_recipes(installed):
@@ -152,8 +168,12 @@ def test_the_installed_package_loads_its_recipes_by_name(installed, tmp_path):
     assert result["mine"] == 3
     # `python -m fcnjax`: the default recipe, in full, into runs/shapes_fcn8s
     default = result["default"]
-    assert default == {"num_steps": 2800, "model": "fcn8s", "workdir": "runs/shapes_fcn8s",
-                       "exit": 0}  # fmt: skip
+    assert default == {
+        "num_steps": 2800,
+        "model": "fcn8s",
+        "workdir": "runs/shapes_fcn8s",
+        "exit": 0,
+    }
 
 
 def test_the_installed_package_trains_a_recipe_by_name(installed, tmp_path):

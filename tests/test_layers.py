@@ -23,9 +23,13 @@ def test_conv_transpose_layer_matches_keras(kernel, strides, padding, output_pad
 
     x = np.random.default_rng(0).standard_normal((2, 5, 6, 3)).astype(np.float32)
     ref = keras.layers.Conv2DTranspose(
-        4, kernel, strides, padding=padding, output_padding=output_padding,
+        4,
+        kernel,
+        strides,
+        padding=padding,
+        output_padding=output_padding,
         bias_initializer="random_normal",
-    )  # fmt: skip
+    )
     expected = np.asarray(ref(x))
     k, b = (np.asarray(v) for v in ref.weights)
     layer = layers.ConvTranspose(4, kernel, strides, padding.upper(), output_padding=output_padding)

@@ -29,7 +29,7 @@ def rel_err(a, b):
 
 
 # ------------------------------------------------------------------------------------
-# Parameter counts (seed 003's Keras summaries).
+# Parameter counts (the POSTECH lab's Keras summaries).
 # ------------------------------------------------------------------------------------
 
 
@@ -109,19 +109,23 @@ def test_autoencoder_matches_seed_keras_model():
     import keras
     from keras import layers as kl
 
-    # Seed 003, section 3.3, verbatim apart from the imports.
-    encoder = keras.models.Sequential([
-        kl.Input((28, 28, 1)),
-        kl.Conv2D(32, (3, 3), strides=(2, 2), activation="relu", padding="SAME"),
-        kl.Conv2D(64, (3, 3), strides=(2, 2), activation="relu", padding="SAME"),
-        kl.Conv2D(2, (7, 7), padding="VALID"),
-    ])  # fmt: skip
-    decoder = keras.models.Sequential([
-        kl.Input((1, 1, 2)),
-        kl.Conv2DTranspose(64, (7, 7), strides=(1, 1), activation="relu", padding="VALID"),
-        kl.Conv2DTranspose(32, (3, 3), strides=(2, 2), activation="relu", padding="SAME"),
-        kl.Conv2DTranspose(1, (7, 7), strides=(2, 2), padding="SAME"),
-    ])  # fmt: skip
+    # The POSTECH lab's autoencoder (its section 3.3), verbatim apart from the imports.
+    encoder = keras.models.Sequential(
+        [
+            kl.Input((28, 28, 1)),
+            kl.Conv2D(32, (3, 3), strides=(2, 2), activation="relu", padding="SAME"),
+            kl.Conv2D(64, (3, 3), strides=(2, 2), activation="relu", padding="SAME"),
+            kl.Conv2D(2, (7, 7), padding="VALID"),
+        ]
+    )
+    decoder = keras.models.Sequential(
+        [
+            kl.Input((1, 1, 2)),
+            kl.Conv2DTranspose(64, (7, 7), strides=(1, 1), activation="relu", padding="VALID"),
+            kl.Conv2DTranspose(32, (3, 3), strides=(2, 2), activation="relu", padding="SAME"),
+            kl.Conv2DTranspose(1, (7, 7), strides=(2, 2), padding="SAME"),
+        ]
+    )
     assert encoder.count_params() + decoder.count_params() == 51_459
     params = {}
     for name, layer in zip(["enc1", "enc2", "enc3"], encoder.layers):
@@ -134,7 +138,7 @@ def test_autoencoder_matches_seed_keras_model():
     apply = jax.jit(ConvAutoencoder().apply, static_argnames="method")
     z = apply({"params": params}, x, method="encode")
     assert rel_err(z, np.asarray(encoder(x)).reshape(4, 2)) < 1e-5
-    point = np.array([[2.0, -4.0]], np.float32)  # the seed's generated digit
+    point = np.array([[2.0, -4.0]], np.float32)  # the lab's generated digit
     generated = apply({"params": params}, point, method="decode")
     assert rel_err(generated, decoder(point.reshape(1, 1, 1, 2))) < 1e-5
     assert rel_err(apply({"params": params}, x), decoder(encoder(x))) < 1e-5
@@ -144,7 +148,7 @@ def test_unet_matches_seed_keras_model():
     import keras
     from keras.layers import Conv2D, Dropout, Input, MaxPooling2D, UpSampling2D, concatenate
 
-    # Seed 004's network, verbatim apart from the input size.
+    # keras-segmentation's U-Net, verbatim apart from the input size.
     img_input = Input(shape=(24, 20, 3))
     conv1 = Conv2D(32, (3, 3), activation="relu", padding="same")(img_input)
     conv1 = Dropout(0.2)(conv1)
@@ -183,7 +187,7 @@ def test_unet_matches_seed_keras_model():
 
 
 def seed_fcn_keras(width, size, num_classes=2):
-    """Seed 003's FCN (section 4) with every width scaled, on a Keras VGG16 layout."""
+    """The POSTECH lab's FCN (its section 4) with every width scaled, on a Keras VGG16 layout."""
     import keras
     from keras import layers as kl
 
@@ -193,23 +197,29 @@ def seed_fcn_keras(width, size, num_classes=2):
     x, pools = inp, []
     for b, widths in enumerate(VGG16_BLOCKS, 1):
         for c, w in enumerate(widths, 1):
-            x = kl.Conv2D(scaled(w, width), 3, padding="same", activation="relu",
-                          name=f"block{b}_conv{c}")(x)  # fmt: skip
+            x = kl.Conv2D(
+                scaled(w, width), 3, padding="same", activation="relu", name=f"block{b}_conv{c}"
+            )(x)
         x = kl.MaxPooling2D(name=f"block{b}_pool")(x)
         pools.append(x)
     map5, pool4, pool3 = pools[4], pools[3], pools[2]
-    conv6 = kl.Conv2D(scaled(4096, width), (7, 7), padding="SAME", activation="relu",
-                      name="conv6")(map5)  # fmt: skip
-    fcn4 = kl.Conv2D(scaled(4096, width), (1, 1), padding="SAME", activation="relu",
-                     name="conv7")(conv6)  # fmt: skip
+    conv6 = kl.Conv2D(scaled(4096, width), (7, 7), padding="SAME", activation="relu", name="conv6")(
+        map5
+    )
+    fcn4 = kl.Conv2D(scaled(4096, width), (1, 1), padding="SAME", activation="relu", name="conv7")(
+        conv6
+    )
     fcn3 = kl.Conv2D(num_classes, (1, 1), padding="SAME", activation="relu", name="score")(fcn4)
-    fcn2 = kl.Conv2DTranspose(scaled(512, width), (4, 4), strides=(2, 2), padding="SAME",
-                              name="upscore2")(fcn3)  # fmt: skip
-    fcn1 = kl.Conv2DTranspose(scaled(256, width), (4, 4), strides=(2, 2), padding="SAME",
-                              name="upscore_pool4")(fcn2 + pool4)  # fmt: skip
+    fcn2 = kl.Conv2DTranspose(
+        scaled(512, width), (4, 4), strides=(2, 2), padding="SAME", name="upscore2"
+    )(fcn3)
+    fcn1 = kl.Conv2DTranspose(
+        scaled(256, width), (4, 4), strides=(2, 2), padding="SAME", name="upscore_pool4"
+    )(fcn2 + pool4)
     # The seed ends in a softmax; fcnjax returns the logits before it.
-    output = kl.Conv2DTranspose(num_classes, (16, 16), strides=(8, 8), padding="SAME",
-                                name="upscore8")(fcn1 + pool3)  # fmt: skip
+    output = kl.Conv2DTranspose(
+        num_classes, (16, 16), strides=(8, 8), padding="SAME", name="upscore8"
+    )(fcn1 + pool3)
     return keras.Model(inp, output)
 
 
@@ -244,8 +254,13 @@ def test_paper_fcn_starts_from_zero_scores_and_bilinear_upsampling():
     variables = jax.jit(model.init)(jax.random.key(0), x)
     p = variables["params"]
     assert set(p) == {
-        "backbone", "score_fr", "upscore2", "score_pool4", "upscore_pool4", "score_pool3"
-    }  # fmt: skip
+        "backbone",
+        "score_fr",
+        "upscore2",
+        "score_pool4",
+        "upscore_pool4",
+        "score_pool3",
+    }
     for name in ("score_fr", "score_pool4", "score_pool3"):
         assert float(jnp.abs(p[name]["kernel"]).max()) == 0.0
     for name in ("upscore2", "upscore_pool4"):
@@ -292,9 +307,12 @@ def test_one_training_step(name):
 
     def loss(p):
         out, new_state = model.apply(
-            {"params": p, **state}, x, train=True, rngs={"dropout": jax.random.key(2)},
+            {"params": p, **state},
+            x,
+            train=True,
+            rngs={"dropout": jax.random.key(2)},
             mutable=list(state),
-        )  # fmt: skip
+        )
         return jnp.mean((out - 0.5) ** 2), new_state
 
     (value, new_state), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)

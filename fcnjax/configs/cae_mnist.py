@@ -1,4 +1,4 @@
-"""Seed 003's convolutional autoencoder on MNIST digits 1, 5 and 6 (2-D latent space).
+"""The POSTECH lab's convolutional autoencoder on MNIST digits 1, 5 and 6 (2-D latent).
 
     fcnjax train --config cae_mnist --workdir runs/cae_mnist
 

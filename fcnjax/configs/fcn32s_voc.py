@@ -9,7 +9,8 @@ VGG16 with ImageNet weights (fc6/fc7 from the classifier), whole images one at a
 over pixels (``normalize: false``), SGD with momentum 0.99 at a fixed 1e-10 (a per-pixel
 mean loss would use ~1e-4 / pixels; see ``fcnjax.losses``), weight decay 5e-4, biases at
 twice the rate without decay, 100k iterations on SBD train + VOC train minus VOC val.
-The paper's shorter variant (seed 002): batch 20, momentum 0.9, lr 1e-4, mean loss.
+The paper's shorter variant (Long et al., 2015, section 4.3): batch 20, momentum 0.9,
+lr 1e-4, mean loss.
 """
 
 from fcnjax.config import default_config

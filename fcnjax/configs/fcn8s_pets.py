@@ -15,8 +15,9 @@ def get_config(arg: str | None = None):
     c = default_config()
     c.model = dict(name="fcn8s", num_classes=3, dropout=0.5, final_upsample="bilinear")
     c.init.backbone_weights = "imagenet"
-    c.data = dict(name="tfds", dataset="oxford_iiit_pet", split="train", pet_classes=3,
-                  data_dir=None)  # fmt: skip
+    c.data = dict(
+        name="tfds", dataset="oxford_iiit_pet", split="train", pet_classes=3, data_dir=None
+    )
     c.eval_data = dict(split="test")
     c.input.size = (224, 224)
     c.input.mode = "crop"

@@ -1,9 +1,9 @@
-"""Seed 003's FCN lab: frozen ImageNet VGG16, skips on pool4/pool3 *features*, 2 classes.
+"""The POSTECH lab's FCN: frozen ImageNet VGG16, skips on pool4/pool3 *features*, 2 classes.
 
     fcnjax train --config fcn_lab --workdir runs/fcn_lab \
         --config.data.root=/path/to/lab_data
 
-The seed's data are NumPy arrays: 180 training images ``(180, 224, 224, 3)`` with one-hot
+The lab's data are NumPy arrays: 180 training images ``(180, 224, 224, 3)`` with one-hot
 masks ``(180, 224, 224, 2)`` and 27 test images; ``data.root`` is the folder holding
 ``train_imgs.npy``/``train_seg.npy``/``test_imgs.npy``/``test_seg.npy``. Keras: Adam,
 categorical cross-entropy, batch 5, 5 epochs, VGG16 ``trainable = False``.

@@ -27,8 +27,15 @@ def get_config(arg: str | None = None):
         final_upsample="bilinear",
     )
     # Objects 14-29 px in radius, at most 3 per image; colours say nothing about the class.
-    c.data = dict(name="shapes", num_examples=4096, size=96, radius_range=(0.15, 0.3),
-                  max_objects=3, seed=0, cache=True)  # fmt: skip
+    c.data = dict(
+        name="shapes",
+        num_examples=4096,
+        size=96,
+        radius_range=(0.15, 0.3),
+        max_objects=3,
+        seed=0,
+        cache=True,
+    )
     c.eval_data = dict(split="validation", num_examples=256)
     c.input.size = (64, 64)  # training crops
     c.input.mode = "crop"

@@ -1,4 +1,4 @@
-"""Seed 004's U-Net on cats and dogs from COCO: folders of images and masks, 200x200.
+"""keras-segmentation's U-Net on cats and dogs from COCO: folders of images and masks, 200x200.
 
     fcnjax train --config unet_catdog --workdir runs/unet_catdog \
         --config.data.root=coco

@@ -1,4 +1,4 @@
-"""Seed 003's convolutional autoencoder for 28x28 digits with a 2-D latent space."""
+"""The POSTECH segmentation lab's convolutional autoencoder: 28x28 digits, 2-D latent."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["ConvAutoencoder"]
 
 
 class ConvAutoencoder(nn.Module):
-    """Seed 003's autoencoder, layer for layer (Keras' default initialisers).
+    """The POSTECH lab's autoencoder, layer for layer (Keras' default initialisers).
 
     Encoder: Conv(32, 3x3, stride 2, SAME, ReLU) -> Conv(64, 3x3, stride 2, SAME, ReLU) ->
     Conv(latent_dim, 7x7, VALID). Decoder: ConvTranspose(64, 7x7, stride 1, VALID, ReLU)
@@ -22,7 +22,7 @@ class ConvAutoencoder(nn.Module):
     stride 2, SAME). 51,459 parameters with the defaults on 28x28x1 images. The output is
     linear (the seed trains it with mean squared error).
 
-    Use ``apply(..., method="encode")`` for the latent points (the seed's scatter plot)
+    Use ``apply(..., method="encode")`` for the latent points (the lab's scatter plot)
     and ``apply(..., method="decode")`` to generate from one (the seed decodes (2, -4)).
 
     Attributes:

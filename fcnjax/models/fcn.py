@@ -19,7 +19,7 @@ __all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "VARIANTS", "SKIPS", "backbone_ma
 VARIANTS = ("32s", "16s", "8s")
 SKIPS = ("score", "features")
 BACKBONES = ("vgg16", "vgg16_bn")
-_glorot = nn.initializers.glorot_uniform()  # Keras' default, for the seed 003 network
+_glorot = nn.initializers.glorot_uniform()  # Keras' default, for the POSTECH lab's network
 
 
 class FCN(nn.Module):
@@ -32,12 +32,12 @@ class FCN(nn.Module):
     layers start at zero. A fixed bilinear upsampler (x32 / x16 / x8, never trained)
     returns to the input resolution.
 
-    ``skip="features"`` is seed 003's lab network: conv6 (7x7, 4096, ReLU), conv7 (1x1,
-    4096, ReLU), a 1x1 score layer with ReLU, a learnable x2 transposed convolution to 512
-    channels added to pool4's *features*, another to 256 channels added to pool3, and a
-    learnable x8 transposed convolution (kernel 16) to the classes. All use Keras' default
-    initialisers, as the seed does. With ``num_classes=2`` at 224x224 it has 136,514,116
-    parameters, 14,714,688 of them VGG16's convolutions.
+    ``skip="features"`` is the POSTECH segmentation lab's network: conv6 (7x7, 4096,
+    ReLU), conv7 (1x1, 4096, ReLU), a 1x1 score layer with ReLU, a learnable x2
+    transposed convolution to 512 channels added to pool4's *features*, another to 256
+    channels added to pool3, and a learnable x8 transposed convolution (kernel 16) to the
+    classes. All use Keras' default initialisers, as the lab does. With ``num_classes=2``
+    at 224x224 it has 136,514,116 parameters, 14,714,688 of them VGG16's convolutions.
 
     Any input size works: pooling is ceil-mode (SAME), each upsampled map is cropped to
     its skip's size from the top-left corner (SAME padding puts the extra samples at the
@@ -48,7 +48,7 @@ class FCN(nn.Module):
       variant: ``"32s"``, ``"16s"`` or ``"8s"``: the stride of the finest skip.
       backbone: ``"vgg16"`` or ``"vgg16_bn"`` (BatchNorm after each convolution, as
         torchvision's ``vgg16_bn``: trains from scratch in far fewer steps).
-      skip: ``"score"`` (the paper) or ``"features"`` (seed 003).
+      skip: ``"score"`` (the paper) or ``"features"`` (the POSTECH lab).
       width: channel multiplier of VGG16 and conv6/conv7 (``1.0``: the real network).
       dropout: dropout after fc6 / fc7 in training.
       bn_axis_name: with ``backbone="vgg16_bn"`` under ``pmap``, the axis whose devices
@@ -115,9 +115,14 @@ class FCN(nn.Module):
             )
             for tap in steps:
                 up = ConvTranspose(
-                    k, 4, 2, use_bias=False, kernel_init=bilinear_init,
-                    name="upscore2" if tap == "pool4" else "upscore_pool4", **kw,
-                )(score)  # fmt: skip
+                    k,
+                    4,
+                    2,
+                    use_bias=False,
+                    kernel_init=bilinear_init,
+                    name="upscore2" if tap == "pool4" else "upscore_pool4",
+                    **kw,
+                )(score)
                 side = nn.Conv(
                     k, (1, 1), kernel_init=nn.initializers.zeros, name=f"score_{tap}", **kw
                 )(taps[tap])
@@ -125,7 +130,7 @@ class FCN(nn.Module):
             logits = Upsample(factor, self.final_upsample, dtype=self.dtype)(score)
             return crop_to(logits, size)
 
-        # skip == "features": seed 003.
+        # skip == "features": the POSTECH lab's variant.
         taps = VGG16(self.width, fc=False, name="backbone", **bn, **kw)(x, train)
         conv = functools.partial(nn.Conv, kernel_init=_glorot, padding="SAME", **kw)
         h = nn.relu(conv(scaled(4096, self.width), (7, 7), name="conv6")(taps["pool5"]))
@@ -149,7 +154,7 @@ FCN8s = functools.partial(FCN, variant="8s")
 def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
     """A pytree of bools like ``params``: True for the VGG16 convolutions (``block*``).
 
-    Use it to freeze the backbone (seed 003 sets ``base_model.trainable = False``), e.g.
+    Use it to freeze the backbone (the POSTECH lab sets ``base_model.trainable = False``), e.g.
     ``optax.multi_transform({True: optax.set_to_zero(), False: tx}, backbone_mask(p))``.
     fc6/fc7 are not marked: FCN fine-tunes them. Accepts the ``params`` collection or the
     whole variables dict (``{'params': ...}``).

@@ -15,7 +15,8 @@ __all__ = ["SegNet"]
 
 
 class SegNet(nn.Module):
-    """SegNet-Basic by default: max-pooling switches carried to max-unpooling (seed 002).
+    """SegNet-Basic (Badrinarayanan et al., 2017) by default: max-pooling switches carried
+    to max-unpooling.
 
     Encoder level ``i``: Conv(widths[i], k x k) -> BatchNorm -> ReLU -> 2x2 max pooling
     that keeps its switches (the argmax positions). Decoder, deepest level first:
@@ -67,9 +68,13 @@ class SegNet(nn.Module):
         def conv_bn(h, w, name):
             h = nn.Conv(w, k, padding="SAME", name=f"{name}_conv", **kw)(h)
             return nn.BatchNorm(
-                use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                axis_name=self.bn_axis_name, name=f"{name}_bn", **kw,
-            )(h)  # fmt: skip
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=1e-5,
+                axis_name=self.bn_axis_name,
+                name=f"{name}_bn",
+                **kw,
+            )(h)
 
         switches = []
         for i, w in enumerate(self.widths):

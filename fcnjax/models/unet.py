@@ -1,4 +1,4 @@
-"""U-Net (Ronneberger et al., 2015) as seed 004 builds it with keras-segmentation."""
+"""U-Net (Ronneberger et al., 2015) as keras-segmentation builds it."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ _glorot = nn.initializers.glorot_uniform()  # Keras' default, as in the seed
 
 
 class UNet(nn.Module):
-    """Seed 004's U-Net: Conv-Dropout-Conv blocks, max pooling, upsample + concatenate.
+    """keras-segmentation's U-Net: Conv-Dropout-Conv blocks, max pooling, upsample + concatenate.
 
     For ``widths=(32, 64, 128)`` (the seed): two blocks each followed by 2x2 max pooling,
     a bottom block, then per level an x2 upsampling concatenated with the skip (upsampled
-    first, as the seed's ``concatenate([UpSampling2D(...)(x), skip])``) and a block; a
+    first, as keras-segmentation's ``concatenate([UpSampling2D(...)(x), skip])``) and a block; a
     1x1 convolution gives the logits. A block is Conv(w, 3x3, SAME, ReLU) -> Dropout ->
     Conv(w, 3x3, SAME, ReLU). Deeper variants: longer ``widths``.
 
@@ -32,7 +32,7 @@ class UNet(nn.Module):
       num_classes: number of classes.
       widths: channels per level, the last one the bottom.
       dropout: dropout rate inside each block (training only).
-      upsample: ``"nearest"`` (the seed's UpSampling2D), ``"bilinear"`` or
+      upsample: ``"nearest"`` (keras-segmentation's UpSampling2D), ``"bilinear"`` or
         ``"transposed"`` (a learnable 2x2 / stride 2 transposed convolution to the level's
         width, the original U-Net's up-convolution).
       dtype: computation dtype; param_dtype: parameter dtype.

@@ -79,19 +79,28 @@ class VGG16(nn.Module):
                 f"`pool_padding` must be 'SAME' or 'VALID'; got {self.pool_padding!r}."
             )
         conv = lambda c, k, name: Conv(  # noqa: E731
-            scaled(c, self.width), (k, k), padding="SAME", kernel_init=he_normal, name=name,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-        )  # fmt: skip
+            scaled(c, self.width),
+            (k, k),
+            padding="SAME",
+            kernel_init=he_normal,
+            name=name,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         taps = {}
         for b, widths in enumerate(VGG16_BLOCKS, 1):
             for c, w in enumerate(widths, 1):
                 x = conv(w, 3, f"block{b}_conv{c}")(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(
-                        use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        use_running_average=not train,
+                        momentum=0.9,
+                        epsilon=1e-5,
                         axis_name=self.bn_axis_name,
-                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{b}_bn{c}",
-                    )(x)  # fmt: skip
+                        dtype=self.dtype,
+                        param_dtype=self.param_dtype,
+                        name=f"block{b}_bn{c}",
+                    )(x)
                 x = nn.relu(x)
             x = ops.max_pool(x, 2, self.pool_padding)  # = nn.max_pool, faster on CPU
             taps[f"pool{b}"] = x
