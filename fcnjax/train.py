@@ -159,6 +159,7 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
     evaluator = None
     if run.eval_source is not None:
         batch_size = config.eval_batch_size or config.batch_size
+        placement.check_batch(batch_size, "eval_batch_size")
         evaluator = Evaluator(
             run.model,
             run.eval_source,
