@@ -1,4 +1,4 @@
-"""fcnjax.models: the seeds' networks against Keras built from the seeds' code, parameter
+"""fcnjax.models: the recipes' networks against Keras built from their published code, parameter
 counts, odd input sizes, and one training step of every model at tiny width."""
 
 import functools
@@ -101,7 +101,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
 
 
 # ------------------------------------------------------------------------------------
-# Against Keras (JAX backend), built from the seeds' code with the same weights.
+# Against Keras (JAX backend), built from the recipes' published code with the same weights.
 # ------------------------------------------------------------------------------------
 
 
@@ -216,7 +216,7 @@ def seed_fcn_keras(width, size, num_classes=2):
     fcn1 = kl.Conv2DTranspose(
         scaled(256, width), (4, 4), strides=(2, 2), padding="SAME", name="upscore_pool4"
     )(fcn2 + pool4)
-    # The seed ends in a softmax; fcnjax returns the logits before it.
+    # The lab's network ends in a softmax; fcnjax returns the logits before it.
     output = kl.Conv2DTranspose(
         num_classes, (16, 16), strides=(8, 8), padding="SAME", name="upscore8"
     )(fcn1 + pool3)

@@ -20,7 +20,7 @@ def get_config(arg: str | None = None):
     c.eval_data = dict(images="test_imgs.npy", masks="test_seg.npy")
     c.input.size = (224, 224)
     c.input.mode = "none"  # the arrays are 224x224 already
-    c.input.flip = False  # the seed does not augment
+    c.input.flip = False  # the lab does not augment
     c.input.normalization = "backbone"  # Keras' VGG16 preprocessing (caffe: BGR, mean)
     c.batch_size = 5
     c.num_epochs = 5

@@ -16,7 +16,7 @@ def get_config(arg: str | None = None):
     c = default_config()
     c.model = dict(name="unet", num_classes=2)
     c.data = dict(name="folder", root=None, images="imgs_train", masks="masks", num_classes=2)
-    c.eval_data = None  # the seed has no validation split; add one with --config.eval_data
+    c.eval_data = None  # the recipe has no validation split; add one with --config.eval_data
     c.input.size = (200, 200)
     c.input.mode = "resize"  # keras-segmentation resizes to the input size
     c.input.eval_mode = "resize"

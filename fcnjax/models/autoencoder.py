@@ -20,10 +20,10 @@ class ConvAutoencoder(nn.Module):
     Conv(latent_dim, 7x7, VALID). Decoder: ConvTranspose(64, 7x7, stride 1, VALID, ReLU)
     -> ConvTranspose(32, 3x3, stride 2, SAME, ReLU) -> ConvTranspose(channels, 7x7,
     stride 2, SAME). 51,459 parameters with the defaults on 28x28x1 images. The output is
-    linear (the seed trains it with mean squared error).
+    linear (the lab trains it with mean squared error).
 
     Use ``apply(..., method="encode")`` for the latent points (the lab's scatter plot)
-    and ``apply(..., method="decode")`` to generate from one (the seed decodes (2, -4)).
+    and ``apply(..., method="decode")`` to generate from one (the lab decodes (2, -4)).
 
     Attributes:
       latent_dim: size of the code.

@@ -13,13 +13,13 @@ from fcnjax.typing import Array, ArrayLike, DTypeLike
 
 __all__ = ["UNet"]
 
-_glorot = nn.initializers.glorot_uniform()  # Keras' default, as in the seed
+_glorot = nn.initializers.glorot_uniform()  # Keras' default, as keras-segmentation
 
 
 class UNet(nn.Module):
     """keras-segmentation's U-Net: Conv-Dropout-Conv blocks, max pooling, upsample + concatenate.
 
-    For ``widths=(32, 64, 128)`` (the seed): two blocks each followed by 2x2 max pooling,
+    For ``widths=(32, 64, 128)`` (the default): two blocks each followed by 2x2 max pooling,
     a bottom block, then per level an x2 upsampling concatenated with the skip (upsampled
     first, as keras-segmentation's ``concatenate([UpSampling2D(...)(x), skip])``) and a block; a
     1x1 convolution gives the logits. A block is Conv(w, 3x3, SAME, ReLU) -> Dropout ->
