@@ -292,6 +292,7 @@ class Progress:
                 bar_format=_BAR_FORMAT,
                 unit="step",
                 dynamic_ncols=True,
+                position=0,  # the one bar: never below a bar left open elsewhere
             )
 
     def _rates(self) -> tuple[float, str]:

@@ -171,16 +171,18 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
         )
     total = experiment.total_steps(config, run.train_source)
     loop = _Loop(config, run, placement, evaluator, total, workdir, primary)
-    loop.start(_initial_state(config, run, placement, total))
-    loop.train_until_done(signals)
-    result = loop.finish(start_time)
+    try:
+        loop.start(_initial_state(config, run, placement, total))
+        loop.train_until_done(signals)
+        result = loop.finish(start_time)
+    finally:
+        loop.writer.close()  # also on an error: the events so far are kept
     if primary:
         if result["interrupted"] is None:
             variables = placement.fetch(loop.state.variables())
             source = run.eval_source if run.eval_source is not None else run.train_source
             outputs = config.outputs.to_dict()
             task.write_pictures(run.model, variables, source, run.eval_transform, workdir, outputs)
-        loop.writer.close()
         (workdir / "final_metrics.json").write_text(
             json.dumps(experiment.jsonable(result), indent=2)
         )

@@ -271,9 +271,13 @@ def test_progress_write_prints_a_line_between_log_lines():
     assert out.getvalue().splitlines()[1] == "eval: mean_iou 0.5"
 
 
-def test_progress_on_a_terminal_redraws_in_place_at_most_ten_times_a_second(monkeypatch):
+@pytest.mark.parametrize("leaked", [False, True])
+def test_progress_on_a_terminal_redraws_in_place_at_most_ten_times_a_second(monkeypatch, leaked):
     clock, out = FakeClock(), Terminal()
     monkeypatch.setattr(tqdm.std, "time", clock)  # tqdm's clock, which spaces its redraws
+    # A bar another library left open (TFDS's, after an error) must not push ours a line
+    # down: tqdm would place a new bar below every live one.
+    other = tqdm.std.tqdm(total=3, file=io.StringIO()) if leaked else None
     with Progress(100, stream=out, time_fn=clock) as p:
         for step in range(1, 51):
             clock.t += 1 / 64  # exact in binary
@@ -292,6 +296,8 @@ def test_progress_on_a_terminal_redraws_in_place_at_most_ten_times_a_second(monk
     assert after.endswith("\n") and after.count("\n") == 1
     last = after.rstrip().rsplit("\r", 1)[-1]
     assert re.fullmatch(r" 51%\|#####1 *\| step 51/100 \[00:00<00:00, 64\.0 img/s\] *", last)
+    if other is not None:
+        other.close()
 
 
 @pytest.mark.parametrize(
