@@ -241,3 +241,92 @@ def test_max_pool_ties_go_to_the_first_maximum_and_errors():
         ops.max_pool(x, 3, "VALID")
     with pytest.raises(ValueError, match="floating point"):
         ops.max_pool(jnp.zeros((1, 2, 2, 1), jnp.int32), 2)
+
+
+def numpy_pool_with_switches(x, window, padding):
+    """Reference: loops over (n, c) planes and windows; the first maximum in row-major
+    order wins, NaN counts as the maximum, SAME pads (trailing) never win."""
+    n, h, w, c = x.shape
+    kh, kw = window
+    oh, ow = (-(-h // kh), -(-w // kw)) if padding == "SAME" else (h // kh, w // kw)
+    pooled = np.zeros((n, oh, ow, c), x.dtype)
+    idx = np.zeros((n, oh, ow, c), np.int32)
+    for b, i, j, ch in np.ndindex(n, oh, ow, c):
+        rows = range(i * kh, min(i * kh + kh, h))
+        cols = range(j * kw, min(j * kw + kw, w))
+        best = None
+        for r in rows:
+            for q in cols:
+                v = x[b, r, q, ch]
+                if best is None or (np.isnan(v) and not np.isnan(best[0])) or v > best[0]:
+                    best = (v, r * w + q)
+        pooled[b, i, j, ch], idx[b, i, j, ch] = best
+    return pooled, idx
+
+
+@pytest.mark.parametrize(
+    "shape, window, padding",
+    [
+        ((2, 8, 12, 3), (2, 2), "VALID"),
+        ((2, 7, 9, 3), (2, 2), "VALID"),
+        ((2, 7, 9, 3), (2, 2), "SAME"),
+        ((1, 9, 8, 2), (3, 2), "SAME"),
+    ],
+)
+def test_tiled_pooling_and_unpooling_against_numpy(shape, window, padding):
+    # Non-overlapping windows take the reshape/argmax path and unpooling with `window`
+    # the one-hot path: both must give what the loops give, ties and NaN included.
+    rng = np.random.default_rng(11)
+    x = rng.integers(-3, 3, shape).astype(np.float32)  # many ties
+    x[0, 0, 1, 0] = np.nan
+    pooled, idx = ops.max_pool_with_argmax(x, window, padding=padding)
+    ref_pooled, ref_idx = numpy_pool_with_switches(x, window, padding)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(pooled, ref_pooled)
+    size = shape[1:3]
+    expected = np.zeros(x.shape, np.float32)
+    for b, i, j, c in np.ndindex(*ref_idx.shape):
+        r, q = divmod(int(ref_idx[b, i, j, c]), size[1])
+        expected[b, r, q, c] += ref_pooled[b, i, j, c]
+    np.testing.assert_array_equal(ops.max_unpool(pooled, idx, size, window=window), expected)
+    np.testing.assert_array_equal(ops.max_unpool(pooled, idx, size), expected)
+
+
+def test_tiled_unpooling_gradients_equal_the_scatters():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 7, 10, 3)).astype(np.float32)
+    q = rng.standard_normal(x.shape).astype(np.float32)
+
+    def roundtrip(a, window):
+        p, i = ops.max_pool_with_argmax(a, 2)
+        return jnp.sum(ops.max_unpool(p**2, i, (7, 10), window=window) * q)
+
+    dense = jax.grad(lambda a: roundtrip(a, 2))(x)
+    scatter = jax.grad(lambda a: roundtrip(a, None))(x)
+    np.testing.assert_allclose(dense, scatter, rtol=1e-6)
+    assert np.count_nonzero(dense) == 2 * 3 * 3 * 5  # one switch per window
+
+
+def test_tiled_unpooling_drops_an_index_outside_its_window():
+    values = jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    indices = jnp.array([0, 3, 6, 15]).reshape(1, 2, 2, 1)  # 6 = (1, 2) is not window (1, 0)
+    out = jax.jit(lambda v, i: ops.max_unpool(v, i, (4, 4), window=2))(values, indices)
+    expected = np.zeros((4, 4), np.float32)
+    expected[0, 0], expected[0, 3], expected[3, 3] = 1, 2, 4
+    np.testing.assert_array_equal(out[0, ..., 0], expected)
+
+
+@pytest.mark.requires_torch
+def test_tiled_unpooling_matches_torch():
+    import torch
+
+    x = np.random.default_rng(4).standard_normal((2, 8, 10, 3)).astype(np.float32)
+    pooled, idx = ops.max_pool_with_argmax(x, 2)
+    ref = torch.nn.functional.max_unpool2d(
+        torch_nchw(pooled),
+        torch.tensor(np.moveaxis(np.asarray(idx), -1, 1), dtype=torch.int64),
+        2,
+        output_size=(8, 10),
+    )
+    up = ops.max_unpool(pooled, idx, (8, 10), window=2)
+    np.testing.assert_array_equal(up, np.moveaxis(ref.numpy(), 1, -1))

@@ -64,15 +64,20 @@ def max_pool(x: ArrayLike, window: IntOrSeq = 2, padding: str = "VALID") -> Arra
            [0., 0., 1.]], dtype=float32)
     """
     x = _pooling_input(x)
-    n = x.ndim - 2
-    window = per_dim("window", window, n, 1)
+    window = per_dim("window", window, x.ndim - 2, 1)
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
         raise ValueError(f'`padding` must be "SAME" or "VALID"; got {padding!r}.')
-    spatial = x.shape[1:-1]
-    pads = lax.padtype_to_pads(spatial, window, window, padding.upper())
+    pads = lax.padtype_to_pads(x.shape[1:-1], window, window, padding.upper())
+    return _first_max(_windows(x, window, pads))
+
+
+def _windows(x: Array, window: tuple[int, ...], pads) -> Array:
+    """``(N, *spatial, C)`` -> ``(N, *out, C, prod(window))``: the non-overlapping windows
+    (stride = window) as a trailing axis, in row-major order within each window; VALID's
+    trailing samples that fill no window are dropped, padding is -inf."""
+    n, spatial = len(window), x.shape[1:-1]
     if any(sz + lo + hi < k for sz, (lo, hi), k in zip(spatial, pads, window)):
         raise ValueError(f"`window`={window} is larger than the input {spatial}.")
-    # VALID drops the trailing samples; SAME pads with -inf (lax gives VALID no pads).
     keep = [(sz + lo + hi) // k * k - lo - hi for sz, (lo, hi), k in zip(spatial, pads, window)]
     x = x[(slice(None), *[slice(0, m) for m in keep], slice(None))]
     x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-jnp.inf)
@@ -80,8 +85,18 @@ def max_pool(x: ArrayLike, window: IntOrSeq = 2, padding: str = "VALID") -> Arra
     split = [d for o, k in zip(out, window) for d in (o, k)]
     y = x.reshape(x.shape[0], *split, x.shape[-1])
     order = [0, *range(1, 2 * n, 2), 2 * n + 1, *range(2, 2 * n + 1, 2)]
-    y = y.transpose(order).reshape(x.shape[0], *out, x.shape[-1], math.prod(window))
-    return _first_max(y)
+    return y.transpose(order).reshape(x.shape[0], *out, x.shape[-1], math.prod(window))
+
+
+def _unwindows(y: Array, window: tuple[int, ...], size: Sequence[int]) -> Array:
+    """The inverse of :func:`_windows`: ``(N, *out, C, prod(window))`` -> ``(N, *size, C)``,
+    cropping what the windows overhang and zero-filling what they do not reach (VALID)."""
+    n, out = len(window), y.shape[1 : 1 + len(window)]
+    y = y.reshape(y.shape[0], *out, y.shape[-2], *window)
+    order = [0, *[d for i in range(n) for d in (1 + i, n + 2 + i)], n + 1]
+    y = y.transpose(order).reshape(y.shape[0], *[o * k for o, k in zip(out, window)], -1)
+    y = y[(slice(None), *[slice(0, m) for m in size], slice(None))]
+    return jnp.pad(y, [(0, 0), *[(0, m - c) for m, c in zip(size, y.shape[1:-1])], (0, 0)])
 
 
 @jax.custom_vjp
@@ -149,6 +164,8 @@ def max_pool_with_argmax(
         raise ValueError(
             f"`window`={window} is larger than the padded input {spatial} (padding {pads})."
         )
+    if strides == window and all(lo == 0 for lo, _ in pads):
+        return _pool_with_argmax_tiled(x, window, pads)
     positions = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(1, *spatial, 1)
     _, indices = lax.reduce_window(
         (lax.stop_gradient(x), jnp.broadcast_to(positions, x.shape)),
@@ -161,13 +178,35 @@ def max_pool_with_argmax(
     return _gather(x, indices), indices
 
 
+def _pool_with_argmax_tiled(x: Array, window: tuple[int, ...], pads) -> tuple[Array, Array]:
+    """Non-overlapping windows without leading padding: reshapes, an argmax and index
+    arithmetic instead of a variadic ``reduce_window`` and a gather (both slow on
+    XLA:CPU, the former's gradient a scatter). The padding is trailing, so it loses every
+    tie to a real sample."""
+    y = _windows(x, window, pads)  # (N, *out, C, K)
+    local = jnp.argmax(lax.stop_gradient(y), -1).astype(jnp.int32)  # first max; NaN wins
+    spatial = x.shape[1:-1]
+    flat = jnp.zeros(local.shape, jnp.int32)
+    for d, k in enumerate(window):
+        within = local // math.prod(window[d + 1 :]) % k  # the offset along dimension d
+        start = lax.broadcasted_iota(jnp.int32, local.shape, 1 + d) * k
+        flat = flat * spatial[d] + start + within
+    return _first_max(y), flat
+
+
 def _gather(x: Array, indices: Array) -> Array:
     flat = x.reshape(x.shape[0], -1, x.shape[-1])
     picked = jnp.take_along_axis(flat, indices.reshape(indices.shape[0], -1, indices.shape[-1]), 1)
     return picked.reshape(indices.shape)
 
 
-def max_unpool(x: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]) -> Array:
+def max_unpool(
+    x: ArrayLike,
+    indices: ArrayLike,
+    output_shape: Sequence[int],
+    *,
+    window: IntOrSeq | None = None,
+) -> Array:
     """Place each value back where its maximum came from; zeros everywhere else.
 
     The adjoint of the selection done by :func:`max_pool_with_argmax`: if two windows
@@ -182,6 +221,10 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]) ->
         inferred, since floor or ceil pooling of odd sizes loses it. Concrete ``indices``
         outside ``[0, prod(output_shape))`` raise ``ValueError``; traced ones (under
         ``jit``) cannot be checked and are dropped.
+      window: the pooling window, when the switches come from non-overlapping pooling
+        (stride = window, no leading padding, as SegNet's 2x2): each value then goes to
+        its own window by a dense select instead of a scatter (much faster on CPU, in
+        both directions); an index outside its own window is dropped.
 
     Returns:
       ``(N, *output_shape, C)``.
@@ -218,6 +261,8 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]) ->
             f"`indices` must lie in [0, {size}) for `output_shape`={output_shape}; got values "
             f"from {concrete.min()} to {concrete.max()}."
         )
+    if window is not None:
+        return _unpool_tiled(x, indices, output_shape, per_dim("window", window, x.ndim - 2, 1))
     batch, channels = x.shape[0], x.shape[-1]
     flat_x = x.reshape(batch, -1, channels)
     flat_i = indices.reshape(batch, -1, channels)
@@ -225,3 +270,20 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, output_shape: Sequence[int]) ->
     c = jnp.arange(channels)[None, None, :]
     out = jnp.zeros((batch, size, channels), x.dtype).at[b, flat_i, c].add(flat_x, mode="drop")
     return out.reshape(batch, *output_shape, channels)
+
+
+def _unpool_tiled(x: Array, indices: Array, size: tuple[int, ...], window) -> Array:
+    """:func:`max_unpool` for switches of non-overlapping windows: one-hot selects."""
+    indices = indices.astype(jnp.int32)
+    local = jnp.zeros(indices.shape, jnp.int32)
+    inside = jnp.ones(indices.shape, bool)
+    rest = indices
+    for d in reversed(range(len(window))):  # the position along d, then its window offset
+        pos, rest = rest % size[d], rest // size[d]
+        within = pos - lax.broadcasted_iota(jnp.int32, indices.shape, 1 + d) * window[d]
+        inside &= (within >= 0) & (within < window[d])
+        local += within * math.prod(window[d + 1 :])
+    local = jnp.where(inside & (rest == 0) & (indices >= 0), local, -1)
+    taps = lax.broadcasted_iota(jnp.int32, (*local.shape, math.prod(window)), local.ndim)
+    picked = jnp.where(local[..., None] == taps, x[..., None], jnp.zeros((), x.dtype))
+    return _unwindows(picked, window, size)
