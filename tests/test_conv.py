@@ -91,3 +91,32 @@ def test_conv_layer_is_interchangeable_with_flax_conv(rng):
     )
     y = layers.Conv(5, 3, dtype=jnp.bfloat16).apply(params, x)
     assert y.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize(
+    "shape, window, padding",
+    [
+        ((2, 50, 17, 8), (7, 7), "SAME"),  # 50 rows: blocks of 24, the last one padded
+        ((1, 24, 20, 4), (5, 5), "VALID"),
+        ((2, 9, 11, 3), (7, 5), ((3, 2), (1, 4))),
+    ],
+)
+def test_kernel_gradient_by_row_blocks_matches_lax(rng, shape, window, padding):
+    # The large-window kernel gradient (SegNet's 7x7 over maps too big for full columns),
+    # called directly: the maps here are small enough for the other paths.
+    from fcnjax.ops._conv import _kernel_grad_by_rows, _pads
+
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((*window, shape[-1], 6)), jnp.float32)
+    pads = _pads(padding, window, shape[1:3])
+
+    def ref(k):
+        return jax.lax.conv_general_dilated(
+            x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    g = jnp.asarray(rng.standard_normal(ref(kernel).shape), jnp.float32)
+    (expected,) = jax.vjp(ref, kernel)[1](g)
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    got = _kernel_grad_by_rows(xp, g, *window)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5 * float(jnp.abs(expected).max()))

@@ -30,6 +30,7 @@ _MIN_GEMM_CHANNELS = 64
 _MIN_IM2COL_TAPS = 25  # 5x5 and larger windows
 _MAX_IM2COL_BYTES = 512 * 2**20  # the columns' size: N * H * W * taps * C_in values
 _MAX_TAP_OUTPUTS = 64 * 64  # kernel gradients of narrower layers: one im2col product
+_ROWS = 24  # output rows per block of _kernel_grad_by_rows (measured: 24 < 48 < 96 ms)
 
 
 def _pads(padding, window, size) -> tuple[tuple[int, int], ...]:
@@ -151,6 +152,9 @@ def _bwd(pads, residuals, g):
             preferred_element_type=jnp.float32,
         )
         return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+    if kh * kw >= _MIN_IM2COL_TAPS:
+        dk = _kernel_grad_by_rows(xp, g, kh, kw)
+        return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
     taps = [
         lax.dot_general(
             xp[:, i : i + h, j : j + w, :],
@@ -166,3 +170,44 @@ def _bwd(pads, residuals, g):
 
 
 _conv_gemm.defvjp(_fwd, _bwd)
+
+
+def _kernel_grad_by_rows(xp: Array, g: Array, kh: int, kw: int) -> Array:
+    """``dK`` of a large window (SegNet's 7x7) over a large map, ``(kh, kw, C_in, C_out)``.
+
+    Per image and block of ``_ROWS`` output rows, the block's ``kw`` horizontal taps are
+    gathered once into ``(rows + kh - 1, W, kw * C_in)`` columns, and each kernel row ``i``
+    is one ``(C_out, rows * W) @ (rows * W, kw * C_in)`` product of the columns' rows
+    ``i .. i + rows``: the columns stay small (no ``kh * kw``-fold copy of the input) and the
+    products have a wide output. Measured at batch 4 x 192x240, 64 -> 64 channels: 0.69 s
+    against 1.84 s for XLA's kernel-gradient convolution and 2.7 s for per-tap products
+    (PyTorch/oneDNN: 0.22 s).
+    """
+    n, h, w, c_out = g.shape
+    c_in = xp.shape[-1]
+    rows = min(_ROWS, h)
+    blocks = -(-h // rows)
+    g = jnp.pad(g, ((0, 0), (0, blocks * rows - h), (0, 0), (0, 0)))  # zero rows add nothing
+    xp = jnp.pad(xp, ((0, 0), (0, blocks * rows - h), (0, 0), (0, 0)))
+    starts = jnp.stack(
+        jnp.meshgrid(jnp.arange(n), jnp.arange(blocks) * rows, indexing="ij"), -1
+    ).reshape(-1, 2)
+
+    def block(acc, start):
+        xs = lax.dynamic_slice(xp, (start[0], start[1], 0, 0), (1, rows + kh - 1, w + kw - 1, c_in))
+        gs = lax.dynamic_slice(g, (start[0], start[1], 0, 0), (1, rows, w, c_out))
+        cols = jnp.concatenate([xs[0, :, j : j + w, :] for j in range(kw)], axis=-1)
+        gs = gs.reshape(rows * w, c_out)
+        parts = [
+            lax.dot_general(
+                gs,
+                cols[i : i + rows].reshape(rows * w, kw * c_in),
+                (((0,), (0,)), ((), ())),
+                preferred_element_type=jnp.float32,
+            )
+            for i in range(kh)
+        ]
+        return acc + jnp.stack(parts), None
+
+    acc, _ = lax.scan(block, jnp.zeros((kh, c_out, kw * c_in), jnp.float32), starts)
+    return acc.reshape(kh, c_out, kw, c_in).transpose(0, 2, 3, 1)
