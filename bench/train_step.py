@@ -1,29 +1,32 @@
-"""Training-step time: fcnjax's trainer step (`fcnjax.steps.train_step`) against PyTorch.
+"""Training-step time of every model family of the mission: fcnjax against PyTorch.
 
-    python bench/train_step.py            # about 10 minutes on 2 idle cores (27 when shared)
-    python bench/train_step.py --quick    # fewer rounds, no breakdown (CI): 3-6 minutes
+    python bench/train_step.py                    # every family, about 15 minutes on 2 cores
+    python bench/train_step.py --quick            # fewer rounds, no breakdown
+    python bench/train_step.py --only segnet unet # some families
 
 What is timed is one whole optimizer step on a fixed batch, float32, after warm-up (JAX's
-compile excluded): `jax.jit(partial(train_step, task=...), donate_argnums=0)` on the state
-of `create_train_state` with `make_optimizer`, against `zero_grad(); loss.backward();
-opt.step()` on the same network in PyTorch, with as many threads as XLA:CPU uses (every
-core). The machine may be shared, so the two run interleaved: each round times a block of
-consecutive steps of one, then of the other; the figures are medians over rounds, and the
-ratio is the median of the per-round ratios (both see the same load). PyTorch runs in a
-worker process (``--same-process``: in this one, where each framework slows the other's
-first step after a switch; see ``TorchWorker``).
+compile excluded, and printed apart with the first call): `jax.jit(partial(train_step,
+task=...), donate_argnums=0)` on the state of `create_train_state` with `make_optimizer`,
+against `zero_grad(); loss.backward(); opt.step()` on the same network in PyTorch, with
+as many threads as XLA:CPU uses (every core). The machine may be shared, so the two run
+interleaved: each round times a block of consecutive steps of one, then of the other; the
+figures are medians over rounds, and the ratio is the median of the per-round ratios (both
+see the same load). PyTorch runs in a worker process (``--same-process``: in this one,
+where each framework slows the other's first step after a switch; see ``TorchWorker``).
 
-1. FCN-8s (VGG16, width 1, 21 classes, dropout 0.5, fixed bilinear x8 deconvolution),
-   batch 4 at 224x224, momentum SGD (lr 1e-4, momentum 0.9, L2 5e-4), softmax
-   cross-entropy with ~10% of the pixels at the ignore label 255. PyTorch: the network of
-   `bench/models.py` (channels_last) with the same dropout, `torch.optim.SGD`,
-   `F.cross_entropy(ignore_index=255)`. Without --quick, also a breakdown of both steps
-   into forward (loss), forward+backward, and the whole step.
-2. The shapes recipe's step in fcnjax alone (images/s): the `shapes_fcn8s` config when it
-   exists, else FCN-8s width 0.25 on vgg16_bn (BatchNorm), 4 classes, no dropout,
-   bilinear final upsampling, batch 16 at 64x64, AdamW lr 2e-3.
-3. The POSTECH lab's autoencoder (28x28x1, batch 32, Adam 1e-3, mean squared error), fcnjax
-   against the same six layers in PyTorch (images/s).
+The families, at their recipes' shapes (softmax cross-entropy with ~10% of the pixels at
+the ignore label 255; the autoencoder: mean squared error):
+
+- ``fcn8s``: FCN-8s (VGG16, 21 classes, dropout 0.5, fixed bilinear x8), batch 4 at
+  224x224, SGD momentum 0.9 + L2 5e-4 (Long et al.). Without --quick, also a breakdown into
+  forward, forward+backward and the whole step.
+- ``segnet``: SegNet-Basic (four levels of 64, 7x7, BatchNorm, max-unpooling with the
+  pooling switches, 11 classes), batch 4 at CamVid's 360x480, SGD momentum 0.9 (SegNet
+  Tutorial); ``segnet_small``: the same at 180x240.
+- ``unet``: keras-segmentation's U-Net (32/64/128, dropout 0.2, nearest upsampling +
+  concatenation, 2 classes), batch 2 at 200x200, Adam 1e-3.
+- ``autoencoder``: the POSTECH lab's autoencoder (28x28x1, batch 32, Adam 1e-3).
+- ``shapes`` (fcnjax alone, images/s): the ``shapes_fcn8s`` recipe's step.
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ def _torch_fns(kind, batch):
     if kind == "fcn8s":
         step, parts = torch_fcn8s_step(21, batch)
         return {"step": step, **parts}, {}
-    step, n_params = torch_autoencoder_step(batch)
+    builders = {"segnet": torch_segnet, "unet": torch_unet, "autoencoder": torch_autoencoder}
+    step, n_params = torch_step(kind, builders[kind](), batch)
     return {"step": step}, {"params": n_params}
 
 
@@ -245,13 +249,10 @@ def torch_fcn8s_step(num_classes, batch, dropout=0.5):
     return step, {"forward": forward_only, "forward+backward": forward_backward}
 
 
-def torch_autoencoder_step(batch):
-    import torch
-    import torch.nn.functional as F
+def torch_autoencoder():
     from torch import nn
 
-    torch.manual_seed(0)
-    net = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(1, 32, 3, 2, 1),
         nn.ReLU(),
         nn.Conv2d(32, 64, 3, 2, 1),
@@ -263,16 +264,121 @@ def torch_autoencoder_step(batch):
         nn.ReLU(),
         nn.ConvTranspose2d(32, 1, 7, 2, 3, output_padding=1),
     )
+
+
+def torch_segnet(num_classes=11, widths=(64, 64, 64, 64), k=7):
+    """SegNet-Basic as `fcnjax.models.SegNet`: conv-BN-ReLU-pool (switches) down;
+    unpool-conv-BN up (no ReLU); a 1x1 classifier."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class SegNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c, self.enc, self.dec = 3, nn.ModuleList(), nn.ModuleList()
+            for w in widths:
+                self.enc.append(
+                    nn.Sequential(nn.Conv2d(c, w, k, padding=k // 2), nn.BatchNorm2d(w))
+                )
+                c = w
+            for i in reversed(range(len(widths))):
+                w = widths[max(i - 1, 0)]
+                self.dec.append(
+                    nn.Sequential(nn.Conv2d(c, w, k, padding=k // 2), nn.BatchNorm2d(w))
+                )
+                c = w
+            self.classifier = nn.Conv2d(c, num_classes, 1)
+
+        def forward(self, x):
+            switches = []
+            for layer in self.enc:
+                x = F.relu(layer(x))
+                size = x.shape[-2:]
+                x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+                switches.append((idx, size))
+            for layer, (idx, size) in zip(self.dec, reversed(switches)):
+                x = layer(F.max_unpool2d(x, idx, 2, 2, output_size=size))
+            return self.classifier(x)
+
+    return SegNet()
+
+
+def torch_unet(num_classes=2, widths=(32, 64, 128), dropout=0.2):
+    """keras-segmentation's U-Net as `fcnjax.models.UNet`."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def block(c, w):
+        return nn.Sequential(
+            nn.Conv2d(c, w, 3, padding=1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.ReLU(),
+        )
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c, self.down = 3, nn.ModuleList()
+            for w in widths[:-1]:
+                self.down.append(block(c, w))
+                c = w
+            self.bottom = block(c, widths[-1])
+            c, self.up = widths[-1], nn.ModuleList()
+            for w in reversed(widths[:-1]):
+                self.up.append(block(c + w, w))
+                c = w
+            self.head = nn.Conv2d(c, num_classes, 1)
+
+        def forward(self, x):
+            skips = []
+            for layer in self.down:
+                x = layer(x)
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+            x = self.bottom(x)
+            for layer, skip in zip(self.up, reversed(skips)):
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = layer(torch.cat([x, skip], 1))
+            return self.head(x)
+
+    return UNet()
+
+
+TORCH_OPTIMIZERS = {
+    "segnet": lambda params: __import__("torch").optim.SGD(params, lr=0.01, momentum=0.9),
+    "unet": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
+    "autoencoder": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
+}
+
+
+def torch_step(kind, net, batch):
+    """A training step of ``net`` (channels_last) on ``batch``: cross-entropy with the
+    ignore label on masks, else mean squared error against the input."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = net.to(memory_format=torch.channels_last).train()
     n_params = sum(p.numel() for p in net.parameters())
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous()
-    out_shape = tuple(net(x).shape)
-    if out_shape != tuple(x.shape):
-        raise AssertionError(f"PyTorch autoencoder output {out_shape} != input {tuple(x.shape)}")
+    opt = TORCH_OPTIMIZERS[kind](net.parameters())
+    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous(
+        memory_format=torch.channels_last
+    )
+    if "mask" in batch:
+        y = torch.tensor(batch["mask"], dtype=torch.long)
+        loss = lambda: F.cross_entropy(net(x), y, ignore_index=IGNORE)  # noqa: E731
+    else:
+        out_shape = tuple(net(x).shape)
+        if out_shape != tuple(x.shape):
+            raise AssertionError(f"PyTorch {kind} output {out_shape} != input {tuple(x.shape)}")
+        loss = lambda: F.mse_loss(net(x), x)  # noqa: E731
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.mse_loss(net(x), x).backward()
+        loss().backward()
         opt.step()
 
     for _ in range(2):
@@ -302,9 +408,100 @@ def shapes_setup():
     return model, size, config.batch_size, config.optimizer.to_dict(), steps, where
 
 
+FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet", "autoencoder", "shapes")
+
+
+def family(name, rng):
+    """``(title, fcnjax model, optimizer, batch, task, torch kind or None)`` of a family."""
+    sgd = dict(name="sgd", learning_rate=1e-4, momentum=0.9, weight_decay=5e-4)
+    adam = dict(name="adam", learning_rate=1e-3)
+    if name == "fcn8s":
+        model = models.get("fcn8s", num_classes=21)
+        batch = segmentation_batch(rng, 4, (224, 224), 21)
+        title = "FCN-8s VGG16, 21 classes, dropout 0.5, batch 4 x 224x224, SGD momentum + L2"
+        return title, model, sgd, batch, Segmentation(21), "fcn8s"
+    if name in ("segnet", "segnet_small"):
+        size = (360, 480) if name == "segnet" else (180, 240)
+        model = models.get("segnet", num_classes=11)
+        batch = segmentation_batch(rng, 4, size, 11)
+        momentum = dict(name="sgd", learning_rate=0.01, momentum=0.9)
+        title = f"SegNet-Basic, 11 classes, batch 4 x {size[0]}x{size[1]}, SGD momentum"
+        return title, model, momentum, batch, Segmentation(11), "segnet"
+    if name == "unet":
+        model = models.get("unet", num_classes=2)
+        batch = segmentation_batch(rng, 2, (200, 200), 2)
+        title = "U-Net 32/64/128, dropout 0.2, 2 classes, batch 2 x 200x200, Adam"
+        return title, model, adam, batch, Segmentation(2), "unet"
+    if name == "autoencoder":
+        batch = {"image": rng.random((32, 28, 28, 1), dtype=np.float32)}
+        title = "autoencoder (51,459 parameters), batch 32 x 28x28x1, Adam, MSE"
+        return title, models.get("autoencoder"), adam, batch, Autoencoder(), "autoencoder"
+    spec, size, n, optimizer, total, where = shapes_setup()
+    spec = dict(spec)
+    model = models.get(spec.pop("name"), **spec)
+    batch = segmentation_batch(rng, n, size, spec["num_classes"])
+    title = f"shapes recipe ({where}), batch {n} x {size[0]}x{size[1]}"
+    return title, model, optimizer, batch, Segmentation(spec["num_classes"]), None
+
+
+def run_family(name, args, cores, rng):
+    """Times one family; prints its lines and returns its row of the summary table."""
+    title, model, optimizer, batch, task, kind = family(name, rng)
+    n = len(batch["image"])
+    jax_step = JaxStep(model, optimizer, batch, task)
+    worker, torch_fn, torch_parts = None, None, {}
+    if kind is not None and args.same_process:
+        fns, _ = _torch_fns(kind, batch)
+        torch_fn, torch_parts = fns["step"], fns
+    elif kind is not None:
+        worker = TorchWorker(kind, batch, cores)
+        torch_fn = worker.fn("step")
+        if kind == "fcn8s":
+            torch_parts = {p: worker.fn(p) for p in ("forward", "forward+backward")}
+    fns = {"fcnjax": jax_step} if torch_fn is None else {"fcnjax": jax_step, "torch": torch_fn}
+    block_s = 0.3 if args.quick else 1.0
+    steps = max(steps_for(fn, block_s) for fn in fns.values())
+    rounds = 3 if args.quick else 5
+    t = interleaved(fns, rounds, steps)
+    params = sum(x.size for x in jax.tree.leaves(jax_step.state.params))
+    theirs = f" / PyTorch {worker.info['params']:,}" if worker and worker.info else ""
+    print(f"\n{name}: {title}; {rounds} rounds x {steps} steps, medians:")
+    print(f"  parameters: fcnjax {params:,}{theirs}")
+    print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_step.compile_s))
+    row = [name, 1e3 * np.median(t["fcnjax"]), None, None, jax_step.compile_s]
+    if torch_fn is not None:
+        print(images_per_s("PyTorch step", n, t["torch"]))
+        row[2:4] = 1e3 * np.median(t["torch"]), ratio(t, "fcnjax", "torch")
+        print(f"  fcnjax / PyTorch time: {row[3]:.2f}x (target <= 1.0)")
+    if kind == "fcn8s" and not args.quick:
+        breakdown(jax_step, torch_parts, torch_fn)
+    if worker is not None:
+        worker.close()
+    return row
+
+
+def breakdown(jax_step, torch_parts, torch_fn):
+    jax_parts = fcn8s_breakdown(jax_step)
+    fns = {}
+    for part in ("forward", "forward+backward"):
+        fns[f"fcnjax {part}"] = jax_parts[part]
+        fns[f"torch {part}"] = torch_parts[part]
+    fns["fcnjax step"], fns["torch step"] = jax_step, torch_fn
+    t = interleaved(fns, 3, 1)
+    print("  breakdown (3 rounds x 1 call, medians, ms):")
+    print(f"    {'':18} {'fcnjax':>8} {'PyTorch':>8} {'ratio':>6}")
+    for part in ("forward", "forward+backward", "step"):
+        a, b = f"fcnjax {part}", f"torch {part}"
+        print(
+            f"    {part:18} {1e3 * np.median(t[a]):8.0f} {1e3 * np.median(t[b]):8.0f} "
+            f"{ratio(t, a, b):6.2f}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no breakdown")
+    parser.add_argument("--only", nargs="+", choices=FAMILIES, default=FAMILIES)
     parser.add_argument(
         "--same-process",
         action="store_true",
@@ -324,103 +521,13 @@ def main():
         f"{'this process' if args.same_process else 'a worker process'}), float32; "
         f"load average {os.getloadavg()[0]:.1f} (other processes make the timings noisy)"
     )
-
-    # 1. FCN-8s, the paper's network at VOC crop size.
-    rounds, steps = (2, 1) if args.quick else (5, 3)
-    k, n, size = 21, 4, (224, 224)
-    batch = segmentation_batch(rng, n, size, k)
-    sgd = dict(name="sgd", learning_rate=1e-4, momentum=0.9, weight_decay=5e-4)
-    jax_fcn = JaxStep(models.get("fcn8s", num_classes=k), sgd, batch, Segmentation(k))
-    if args.same_process:
-        torch_fcn, torch_parts = torch_fcn8s_step(k, batch)
-        worker = None
-    else:
-        worker = TorchWorker("fcn8s", batch, cores)
-        torch_fcn = worker.fn("step")
-        torch_parts = {p: worker.fn(p) for p in ("forward", "forward+backward")}
-    t = interleaved({"fcnjax": jax_fcn, "torch": torch_fcn}, rounds, steps)
-    ignored = float(np.mean(batch["mask"] == IGNORE))
-    print(
-        f"\n1. FCN-8s VGG16, {k} classes, dropout 0.5, batch {n} x {size[0]}x{size[1]}, "
-        f"SGD momentum 0.9 + L2 5e-4, {ignored:.0%} pixels ignored; "
-        f"{rounds} rounds x {steps} steps, medians:"
-    )
-    print(
-        f"  fcnjax train_step (jit, donated) {1e3 * np.median(t['fcnjax']):8.0f} ms/step"
-        f"   (compile + first call {jax_fcn.compile_s:.1f} s)"
-    )
-    print(f"  PyTorch SGD step                 {1e3 * np.median(t['torch']):8.0f} ms/step")
-    print(f"  fcnjax / PyTorch: {ratio(t, 'fcnjax', 'torch'):.2f}x (target <= 1.0)")
-    print(
-        "  per round (s): " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(t["fcnjax"], t["torch"]))
-    )
-
-    if not args.quick:
-        jax_parts = fcn8s_breakdown(jax_fcn)
-        fns = {}
-        for part in ("forward", "forward+backward"):
-            fns[f"fcnjax {part}"] = jax_parts[part]
-            fns[f"torch {part}"] = torch_parts[part]
-        fns["fcnjax step"], fns["torch step"] = jax_fcn, torch_fcn
-        t = interleaved(fns, 3, 1)
-        print("  breakdown (3 rounds x 1 call, medians, ms):")
-        print(f"    {'':18} {'fcnjax':>8} {'PyTorch':>8} {'ratio':>6}")
-        for part in ("forward", "forward+backward", "step"):
-            a, b = f"fcnjax {part}", f"torch {part}"
-            print(
-                f"    {part:18} {1e3 * np.median(t[a]):8.0f} {1e3 * np.median(t[b]):8.0f} "
-                f"{ratio(t, a, b):6.2f}"
-            )
-    del jax_fcn, torch_fcn, torch_parts
-    if worker is not None:
-        worker.close()
-
-    rounds = 3 if args.quick else 7
-    block_s = 0.3 if args.quick else 0.6
-
-    # 2. The shapes recipe (fcnjax alone).
-    spec, size, n, optimizer, total, where = shapes_setup()
-    spec = dict(spec)
-    name = spec.pop("name")
-    batch = segmentation_batch(rng, n, size, spec["num_classes"])
-    task = Segmentation(spec["num_classes"])
-    jax_shapes = JaxStep(models.get(name, **spec), optimizer, batch, task, total)
-    steps = steps_for(jax_shapes, block_s)
-    keys = ("name", "learning_rate", "weight_decay", "schedule", "warmup_steps")
-    opt_summary = ", ".join(f"{k}={optimizer[k]}" for k in keys if k in optimizer)
-    t = interleaved({"fcnjax": jax_shapes}, rounds, steps)
-    print(
-        f"\n2. shapes recipe ({where}): {name} {spec}, batch {n} x {size[0]}x{size[1]}, "
-        f"{opt_summary}; batch_stats: {bool(jax_shapes.state.batch_stats)}; "
-        f"{rounds} rounds x {steps} steps:"
-    )
-    print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_shapes.compile_s))
-    del jax_shapes
-
-    # 3. The POSTECH lab's autoencoder.
-    n = 32
-    batch = {"image": rng.random((n, 28, 28, 1), dtype=np.float32)}
-    adam = dict(name="adam", learning_rate=1e-3)
-    jax_ae = JaxStep(models.get("autoencoder"), adam, batch, Autoencoder())
-    if args.same_process:
-        torch_ae, torch_params = torch_autoencoder_step(batch)
-        worker = None
-    else:
-        worker = TorchWorker("autoencoder", batch, cores)
-        torch_ae, torch_params = worker.fn("step"), worker.info["params"]
-    jax_params = sum(p.size for p in jax.tree.leaves(jax_ae.state.params))
-    fns = {"fcnjax": jax_ae, "torch": torch_ae}
-    steps = max(steps_for(fn, block_s) for fn in fns.values())
-    t = interleaved(fns, rounds, steps)
-    print(
-        f"\n3. autoencoder ({jax_params} / {torch_params} parameters), batch {n} x 28x28x1, "
-        f"Adam 1e-3, MSE; {rounds} rounds x {steps} steps, medians:"
-    )
-    print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_ae.compile_s))
-    print(images_per_s("PyTorch Adam step", n, t["torch"]))
-    print(f"  fcnjax / PyTorch time: {ratio(t, 'fcnjax', 'torch'):.2f}x")
-    if worker is not None:
-        worker.close()
+    rows = [run_family(name, args, cores, rng) for name in args.only]
+    print("\n| family | fcnjax ms/step | PyTorch ms/step | fcnjax / PyTorch | compile + 1st call |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, mine, theirs, r, compile_s in rows:
+        theirs_s = "-" if theirs is None else f"{theirs:.1f}"
+        r_s = "-" if r is None else f"{r:.2f}x"
+        print(f"| {name} | {mine:.1f} | {theirs_s} | {r_s} | {compile_s:.1f} s |")
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
 
 
