@@ -37,7 +37,7 @@ import numpy as np
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
-from fcnjax import experiment, optim, parallel, summary
+from fcnjax import experiment, optim, parallel, runtime, summary
 from fcnjax import workdir as workdir_lib
 from fcnjax.evaluate import Evaluator
 from fcnjax.steps import TrainState, create_train_state, eval_step, train_step
@@ -133,6 +133,7 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
       WorkdirError: ``workdir`` is a file or not writable.
     """
     config = config_lib.as_config(config)
+    runtime.keep_freed_memory()  # no fresh pages for every step's buffers (fcnjax.runtime)
     initialize_distributed(config.distributed)
     workdir = Path(workdir)
     primary = jax.process_index() == 0
