@@ -53,7 +53,7 @@ class Evaluator:
         loader: Mapping[str, Any] | None = None,
     ):
         self.placement = placement if placement is not None else parallel.get("jit")
-        self.placement.check_batch(batch_size, "eval batch size")
+        self.placement.check_batch(batch_size, "eval_batch_size")
         self.source, self.transform, self.task = source, transform, task
         self.batch_size, self.loader = batch_size, dict(loader or {})
         step = functools.partial(steps.eval_step, apply_fn=model.apply, task=task)

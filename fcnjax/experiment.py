@@ -32,6 +32,7 @@ __all__ = [
     "config_json",
     "eval_data_config",
     "initial_params",
+    "loader_options",
     "total_steps",
 ]
 
@@ -289,6 +290,11 @@ def _copy_matching(new: Any, old: Any, path: str = "") -> tuple[Any, int]:
         return np.asarray(old, np.asarray(new).dtype), 1
     log.warning("not initialising %s: shape %s != %s", path, np.shape(old), np.shape(new))
     return new, 0
+
+
+def loader_options(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """The grain loaders' ``workers``, ``threads`` and ``prefetch`` from ``config.input``."""
+    return {k: config.input[k] for k in ("workers", "threads", "prefetch")}
 
 
 def total_steps(config: ml_collections.ConfigDict, train_source: Any) -> int:

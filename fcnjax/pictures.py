@@ -39,7 +39,7 @@ def segmentation(
     ground truth | prediction, predictions at each image's own size."""
     n = min(outputs["num_examples"], len(source))
     raws = [source[i] for i in range(n)]
-    images = np.stack([e["image"] for e in _examples(source, transform, range(n))])
+    images = np.stack([transform(raw, source.describe(i))["image"] for i, raw in enumerate(raws)])
     scores = np.asarray(jax.jit(functools.partial(model.apply, train=False))(variables, images))
     predictions = []
     for raw, out in zip(raws, scores):

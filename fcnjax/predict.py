@@ -285,7 +285,6 @@ def evaluate_segmentation(
     run = experiment.build(config, with_train=False, info=_run_info(predictor.workdir))
     size = batch_size or config.eval_batch_size or config.batch_size
     size = -(-size // jax.device_count()) * jax.device_count()
-    loader = {k: config.input[k] for k in ("workers", "threads", "prefetch")}
     results = evaluate.evaluate(
         run.model,
         predictor.variables,
@@ -293,7 +292,7 @@ def evaluate_segmentation(
         run.eval_transform,
         run.task,
         size,
-        loader=loader,
+        loader=experiment.loader_options(config),
     )
     return {**results, "step": predictor.step, "split": eval_data.get("split")}
 

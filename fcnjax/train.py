@@ -160,7 +160,6 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
     evaluator = None
     if run.eval_source is not None:
         batch_size = config.eval_batch_size or config.batch_size
-        placement.check_batch(batch_size, "eval_batch_size")
         evaluator = Evaluator(
             run.model,
             run.eval_source,
@@ -168,7 +167,7 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
             task,
             batch_size,
             placement,
-            _loader_options(config),
+            experiment.loader_options(config),
         )
     total = experiment.total_steps(config, run.train_source)
     loop = _Loop(config, run, placement, evaluator, total, workdir, primary)
@@ -196,11 +195,6 @@ def _record(config: ml_collections.ConfigDict, run: experiment.Run, workdir: Pat
     if kept is not None:
         log.warning("the config differs from the workdir's; the old one is kept as %s", kept)
     (workdir / "run_info.json").write_text(json.dumps(run.info(), indent=2))
-
-
-def _loader_options(config: ml_collections.ConfigDict) -> dict[str, int]:
-    inp = config.input
-    return {"workers": inp.workers, "threads": inp.threads, "prefetch": inp.prefetch}
 
 
 def _initial_state(config, run: experiment.Run, placement, total: int) -> TrainState:
@@ -248,7 +242,7 @@ class _Loop:
             config.batch_size,
             self.run.train_transform,
             seed=config.seed,
-            **_loader_options(config),
+            **experiment.loader_options(config),
         )
         self.iterator = iter(loader)
         self.checkpointer = ckpt.Checkpointer(
