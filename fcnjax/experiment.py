@@ -242,27 +242,60 @@ def _transforms(config, preprocessing):
 
 
 @functools.lru_cache(maxsize=2)
-def _load_vgg(spec: str, fc: bool):
-    return weights.load_vgg16(None if spec == "imagenet" else spec, fc=fc)
+def _load_backbone(backbone: str, spec: str, fc: bool) -> tuple[dict, str | None, Any]:
+    """``(variables, style, preprocessing)`` of a backbone's weights file (cached)."""
+    path = None if spec == "imagenet" else spec
+    if backbone in models.encoders.RESNETS:
+        depth = models.encoders.RESNETS[backbone]
+        variables, style, preprocessing = weights.load_resnet(path, depth=depth)
+        return variables, style, preprocessing
+    params, preprocessing = weights.load_vgg16(path, fc=fc)
+    return {"params": params}, None, preprocessing
 
 
-def _backbone_weights(config):
-    fc = config.model.get("skip", "score") == "score"
-    return _load_vgg(str(config.init.backbone_weights), fc)
+def _backbone_weights(config) -> tuple[dict, Any]:
+    """The loaded ``init.backbone_weights`` of the config's model: ``(variables,
+    preprocessing)``, checked against the model's backbone and its ``backbone_style``."""
+    model_kw = config.model.to_dict()
+    name = model_kw.pop("name", None)
+    backbone = models.backbone_of(name, **model_kw)
+    if backbone is None:
+        raise config_lib.ConfigError(
+            f"`init.backbone_weights` needs a model with a pretrainable backbone; "
+            f"{name!r} has none (choose e.g. fcn8s, fcn_resnet50, vgg_unet, resnet50_unet)."
+        )
+    # FCN's convolutionalised fc6/fc7 come from VGG16's classifier.
+    fc = models.field_value(name, "skip", **model_kw) == "score" and backbone.startswith("vgg")
+    spec = str(config.init.backbone_weights)
+    variables, style, preprocessing = _load_backbone(backbone, spec, fc)
+    wanted = models.field_value(name, "backbone_style", **model_kw)
+    if style is not None and style != wanted:
+        raise config_lib.ConfigError(
+            f"`init.backbone_weights` {spec!r} holds a {style}-style ResNet but the model's "
+            f"`backbone_style` is {wanted!r}: set model.backbone_style={style!r}."
+        )
+    return variables, preprocessing
 
 
-def initial_params(config: ml_collections.ConfigDict, params: Any) -> Any:
-    """``params`` with ImageNet VGG16 weights (``init.backbone_weights``) and/or a previous
-    run's parameters of the same path and shape (``init.from_workdir``: FCN's staged
-    training, 32s -> 16s -> 8s) put in.
+def initial_params(
+    config: ml_collections.ConfigDict, params: Any, batch_stats: Any = None
+) -> tuple[Any, Any]:
+    """``(params, batch_stats)`` with the backbone's ImageNet weights
+    (``init.backbone_weights``: VGG16's, or a ResNet's with its BatchNorm statistics)
+    and/or a previous run's parameters of the same path and shape (``init.from_workdir``:
+    FCN's staged training, 32s -> 16s -> 8s) put in.
 
     Raises:
       CheckpointError: the previous run's checkpoint is unreadable or shares nothing.
+      ConfigError: weights for a model without a backbone, or of another ResNet style.
     """
     params = jax.tree.map(np.asarray, jax.device_get(params))
+    batch_stats = jax.tree.map(np.asarray, jax.device_get(batch_stats or {}))
     if config.init.backbone_weights:
-        vgg, _ = _backbone_weights(config)
-        params = weights.into_backbone(params, vgg)
+        loaded, _ = _backbone_weights(config)
+        params = _place(params, loaded["params"], "params")
+        if loaded.get("batch_stats"):
+            batch_stats = _place(batch_stats, loaded["batch_stats"], "batch_stats")
     if config.init.from_workdir:
         source = Path(config.init.from_workdir) / "checkpoints"
         restored, step = ckpt.restore_state(source, None)
@@ -272,7 +305,21 @@ def initial_params(config: ml_collections.ConfigDict, params: Any) -> Any:
             raise ckpt.CheckpointError(
                 f"{source} (step {step}) shares no parameter with this model."
             )
-    return params
+    return params, batch_stats
+
+
+def _place(tree: Any, loaded: Mapping[str, Any], what: str) -> Any:
+    """``tree`` (a model's params or batch_stats) with the loaded backbone layers put in.
+
+    Layers the model's encoder does not build are left out and logged: keras-segmentation's
+    decoders read four levels, so their encoders have no ``block5`` or ``layer4``.
+    """
+    backbone = tree.get("backbone")
+    unused = sorted(set(loaded) - set(backbone)) if isinstance(backbone, Mapping) else []
+    if unused:
+        log.info("the model does not use these layers of the backbone's %s: %s", what, unused)
+        loaded = {k: v for k, v in loaded.items() if k in backbone}
+    return weights.into_backbone(tree, loaded)
 
 
 def _copy_matching(new: Any, old: Any, path: str = "") -> tuple[Any, int]:

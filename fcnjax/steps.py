@@ -62,10 +62,12 @@ def create_train_state(
     example: jax.Array,
     rng: jax.Array,
     params: Any = None,
+    batch_stats: Any = None,
 ) -> TrainState:
     """Initialises ``model`` on ``example`` (a batch of inputs) and ``tx`` on its params.
 
-    ``params`` replaces the initial parameters (e.g. with ImageNet VGG16 weights).
+    ``params`` and ``batch_stats`` replace the initial parameters and BatchNorm
+    statistics (e.g. with an ImageNet backbone's).
     """
     init_rng, dropout_rng = jax.random.split(rng)
     variables = jax.jit(model.init)(init_rng, example)  # called eagerly: one compilation
@@ -74,7 +76,7 @@ def create_train_state(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=variables.get("batch_stats", {}) if batch_stats is None else batch_stats,
         rng=jax.random.key_data(dropout_rng),
         apply_fn=model.apply,
         tx=tx,

@@ -31,9 +31,11 @@ import numpy as np
 from fcnjax import losses, metrics, pictures
 from fcnjax.labels import IGNORE_LABEL
 
-__all__ = ["Autoencoder", "EvalAccumulator", "Segmentation", "Task"]
+__all__ = ["AUX_WEIGHT", "Autoencoder", "EvalAccumulator", "Segmentation", "Task"]
 
 Batch = Mapping[str, jax.Array]
+# The auxiliary head's share of the loss in torchvision's segmentation recipe.
+AUX_WEIGHT = 0.5
 
 
 class EvalAccumulator:
@@ -95,8 +97,19 @@ class Segmentation:
                 f"got {len(self.class_weights)}."
             )
 
-    def loss_sums(self, outputs: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        """``f[N, H, W, K]`` scores and ``batch['mask']`` -> ``(total, normaliser)``."""
+    def loss_sums(
+        self, outputs: jax.Array | Mapping[str, jax.Array], batch: Batch
+    ) -> tuple[jax.Array, jax.Array]:
+        """``f[N, H, W, K]`` scores and ``batch['mask']`` -> ``(total, normaliser)``.
+
+        ``outputs`` may be ``{"out": scores, "aux": scores}`` (a model's auxiliary head in
+        training, :class:`fcnjax.models.FCNResNet`): the loss is then torchvision's
+        segmentation recipe, ``loss(out) + AUX_WEIGHT * loss(aux)``.
+        """
+        if isinstance(outputs, Mapping):
+            total, norm = self.loss_sums(outputs["out"], batch)
+            aux, _ = self.loss_sums(outputs["aux"], batch)  # the same pixels: one normaliser
+            return total + AUX_WEIGHT * aux, norm
         where = batch.get("valid")
         weights = None if self.class_weights is None else jnp.asarray(self.class_weights)
         kw = dict(ignore_label=self.ignore_label, class_weights=weights, where=where)

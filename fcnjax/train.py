@@ -204,13 +204,13 @@ def _initial_state(config, run: experiment.Run, placement, total: int) -> TrainS
     abstract = jax.eval_shape(run.model.init, rng, example)["params"]
     tx = optim.make_optimizer(config.optimizer.to_dict(), abstract, total)
 
-    def create(rng, params=None):
-        return create_train_state(run.model, tx, example, rng, params)
+    def create(rng, params=None, batch_stats=None):
+        return create_train_state(run.model, tx, example, rng, params, batch_stats)
 
     state = jax.jit(create, out_shardings=placement.replicated)(rng)
     if config.init.backbone_weights or config.init.from_workdir:
-        params = experiment.initial_params(config, state.params)
-        state = jax.jit(create, out_shardings=placement.replicated)(rng, params)
+        params, batch_stats = experiment.initial_params(config, state.params, state.batch_stats)
+        state = jax.jit(create, out_shardings=placement.replicated)(rng, params, batch_stats)
     return state
 
 

@@ -40,6 +40,9 @@ NAMES = (
     "fcn8s_voc",
     "fcn8s_pets",
     "segnet_camvid",
+    "fcn_resnet50_voc",
+    "resnet50_unet_pets",
+    "vgg_unet_catdog",
 )
 SUMMARY_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
 RNG = np.random.default_rng(0)
@@ -161,6 +164,42 @@ def make_camvid(root: Path):
     return [f"data.root={str(root)!r}"], labelled, masks["train"]
 
 
+def write_torchvision_resnet50(path: Path, width: float = 1.0):
+    """A ResNet-50 state dict (``width``-scaled) in torchvision's key names and layouts
+    (random values; fc and num_batches_tracked included) as safetensors, which needs no
+    torch."""
+    from safetensors.numpy import save_file
+
+    from fcnjax.models.resnet import ResNet
+
+    model = ResNet(50, width=width)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))
+    state = {}
+    for path_, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        collection, *names, last = [p.key for p in path_]
+        module = ".".join(names).replace("_", ".").replace("downsample.conv", "downsample.0")
+        module = module.replace("downsample.bn", "downsample.1")
+        key = {
+            "kernel": "weight",
+            "scale": "weight",
+            "bias": "bias",
+            "mean": "running_mean",
+            "var": "running_var",
+        }[last]
+        shape = leaf.shape
+        if last == "kernel":  # (kh, kw, I, O) -> torch's (O, I, kh, kw)
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        value = RNG.normal(0, 0.05, shape) if last != "var" else RNG.uniform(0.5, 1.5, shape)
+        state[f"{module}.{key}"] = value.astype(np.float32)
+        if last == "var":
+            state[f"{module}.num_batches_tracked"] = np.array(100, np.int64)
+    channels = state["layer4.2.bn3.weight"].shape[0]
+    state["fc.weight"] = RNG.normal(0, 0.05, (1000, channels)).astype(np.float32)
+    state["fc.bias"] = np.zeros(1000, np.float32)
+    save_file(state, str(path))
+    return path, state
+
+
 # --------------------------------------------------------------------------------------
 # training runs, one per config (and the staged FCN runs), cached for the module
 
@@ -239,6 +278,14 @@ def runs(tmp_path_factory, voc_overrides):
         if name == "segnet_camvid":
             ov, n, train_masks = make_camvid(tmp / "camvid")
             return ov, n, None, train_masks
+        if name == "fcn_resnet50_voc":
+            return [*voc, "input.workers=0"], voc_labelled, None, None
+        if name == "resnet50_unet_pets":
+            # The recipe's ImageNet ResNet-50, as a look-alike of torchvision's file.
+            path, state = write_torchvision_resnet50(tmp / "resnet50.safetensors")
+            return [f"init.backbone_weights={str(path)!r}"], PET_RECORDS * 32 * 32, pets_mock, state
+        if name == "vgg_unet_catdog":
+            return *make_catdog(tmp / "coco_vgg"), None, None
         raise KeyError(name)
 
     def get(name):
@@ -405,6 +452,27 @@ def test_staged_fcn_32s_to_16s_to_8s_copies_the_previous_params(runs):
         "['score_pool3']",
         "['upscore_pool4']",
     }
+
+
+def test_resnet50_unet_pets_starts_from_the_imagenet_resnet50(runs):
+    # The recipe's acceptance: resnet50_unet with (look-alike) ImageNet weights trains.
+    run = runs("resnet50_unet_pets")
+    state = run["extra"]
+    p = restored_params(run["workdir"])["backbone"]
+    assert "layer4_0" not in p  # the U-Net decoder reads f1 ... f4
+    assert any("layer4" in m and "does not use" in m for m in run["log"])
+    # Two warm-up steps of AdamW at 3e-4 / 100 move nothing by more than ~1e-5.
+    loaded = {
+        "conv1": state["conv1.weight"].transpose(2, 3, 1, 0),
+        "layer3_5/conv2": state["layer3.5.conv2.weight"].transpose(2, 3, 1, 0),
+    }
+    np.testing.assert_allclose(p["conv1"]["kernel"], loaded["conv1"], atol=1e-4)
+    np.testing.assert_allclose(
+        p["layer3_5"]["conv2"]["kernel"], loaded["layer3_5/conv2"], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        p["layer1_0"]["bn1"]["scale"], state["layer1.0.bn1.weight"], atol=1e-4
+    )
 
 
 def test_segnet_camvid_uses_median_frequency_weights(runs):

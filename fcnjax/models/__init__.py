@@ -1,5 +1,12 @@
 """fcnjax's networks, chosen by name: ``fcnjax.models.get("fcn8s", num_classes=21)``.
 
+Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s``,
+``fcn8s``, and ``fcn8s_resnet50`` ... on a ResNet), torchvision's (``fcn_resnet50``,
+``fcn_resnet101``, ``resnet18`` ... ``resnet152``) and keras-segmentation's
+(``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``, ``resnet50_segnet``, ``fcn_8_vgg``,
+``fcn_32_vgg``, ``fcn_8_resnet50``, ``fcn_32_resnet50``). Case, ``-`` and ``_`` are
+ignored.
+
 >>> from fcnjax import models
 >>> models.get("fcn8s", num_classes=21).variant
 '8s'
@@ -16,8 +23,13 @@ from typing import Any
 
 import flax.linen as nn
 
+from fcnjax.models import encoders
 from fcnjax.models.autoencoder import ConvAutoencoder
+from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
+from fcnjax.models.fcn_resnet import FCNResNet
+from fcnjax.models.keras_segmentation import EncoderSegNet, EncoderUNet
+from fcnjax.models.resnet import ResNet
 from fcnjax.models.segnet import SegNet
 from fcnjax.models.unet import UNet
 from fcnjax.models.vgg import VGG16
@@ -27,12 +39,20 @@ __all__ = [
     "FCN8s",
     "FCN16s",
     "FCN32s",
+    "ENCODERS",
     "NAMES",
     "VGG16",
     "ConvAutoencoder",
+    "EncoderSegNet",
+    "EncoderUNet",
+    "FCNResNet",
+    "ResNet",
     "SegNet",
     "UNet",
     "backbone_mask",
+    "backbone_of",
+    "encoders",
+    "field_value",
     "fields",
     "get",
 ]
@@ -47,6 +67,23 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "autoencoder": ConvAutoencoder,
     "unet": UNet,
     "segnet": SegNet,
+    **{f"resnet{d}": functools.partial(ResNet, depth=d) for d in (18, 34, 50, 101, 152)},
+    **{
+        f"fcn{v}_resnet{d}": functools.partial(FCN, variant=v, backbone=f"resnet{d}")
+        for v in ("32s", "16s", "8s")
+        for d in (50, 101)
+    },
+    "fcn_resnet50": functools.partial(FCNResNet, backbone="resnet50"),
+    "fcn_resnet101": functools.partial(FCNResNet, backbone="resnet101"),
+    # keras-segmentation's names.
+    "vgg_unet": functools.partial(EncoderUNet, backbone="vgg16"),
+    "resnet50_unet": functools.partial(EncoderUNet, backbone="resnet50"),
+    "vgg_segnet": functools.partial(EncoderSegNet, backbone="vgg16"),
+    "resnet50_segnet": functools.partial(EncoderSegNet, backbone="resnet50"),
+    "fcn_8_vgg": FCN8s,
+    "fcn_32_vgg": FCN32s,
+    "fcn_8_resnet50": functools.partial(FCN, variant="8s", backbone="resnet50"),
+    "fcn_32_resnet50": functools.partial(FCN, variant="32s", backbone="resnet50"),
 }
 NAMES = tuple(_REGISTRY)
 
@@ -68,6 +105,29 @@ def fields(name: str) -> tuple[str, ...]:
             f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")
         )
     )
+
+
+def field_value(name: str, field: str, **kwargs: Any) -> Any:
+    """The value of ``field`` of the model ``name`` built with ``kwargs`` (None if it has
+    no such field), without building it.
+
+    >>> field_value("resnet50_unet", "backbone"), field_value("unet", "backbone")
+    ('resnet50', None)
+    """
+    found = _lookup(name)
+    if isinstance(found, functools.partial):
+        kwargs = {**found.keywords, **kwargs}
+        found = found.func
+    if field in kwargs:
+        return kwargs[field]
+    default = {f.name: f.default for f in dataclasses.fields(found)}.get(field)
+    return None if default is dataclasses.MISSING else default
+
+
+def backbone_of(name: str, **kwargs: Any) -> str | None:
+    """The pretrainable encoder (``"vgg16"``, ``"resnet50"``, ...) of the model ``name``
+    built with ``kwargs``; None for models without one."""
+    return field_value(name, "backbone", **kwargs)
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:

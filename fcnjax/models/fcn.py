@@ -1,4 +1,4 @@
-"""Fully convolutional networks (Long, Shelhamer & Darrell, 2015) on a VGG16 backbone."""
+"""Fully convolutional networks (Long, Shelhamer & Darrell, 2015) on VGG16 or ResNet."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from fcnjax.layers import ConvTranspose, Upsample, bilinear_init, crop_to
+from fcnjax.models.encoders import ENCODERS, RESNETS, encoder
 from fcnjax.models.vgg import VGG16, VGG16_CONVS, scaled
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
@@ -18,12 +19,18 @@ __all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "VARIANTS", "SKIPS", "backbone_ma
 
 VARIANTS = ("32s", "16s", "8s")
 SKIPS = ("score", "features")
-BACKBONES = ("vgg16", "vgg16_bn")
+BACKBONES = ENCODERS
 _glorot = nn.initializers.glorot_uniform()  # Keras' default, for the POSTECH lab's network
 
 
 class FCN(nn.Module):
     """FCN-32s / 16s / 8s: a VGG16 classifier turned fully convolutional, with skips.
+
+    On a ResNet (``backbone="resnet50"``, ...), which has no fully connected layers to
+    convolutionalise, ``score_fr`` scores ``layer4`` (stride 32) and the skips are
+    ``layer3`` (16) and ``layer2`` (8). keras-segmentation's ``fcn_8_resnet50`` puts a
+    7x7, 4096-filter convolution (411 million parameters) on ``layer4`` first; fcnjax
+    does not.
 
     ``skip="score"`` is the paper's network. VGG16 with fc6/fc7 as convolutions; a 1x1
     score layer on fc7 (``score_fr``); for 16s and 8s a learnable x2 transposed
@@ -46,8 +53,11 @@ class FCN(nn.Module):
     Attributes:
       num_classes: number of classes ``K``.
       variant: ``"32s"``, ``"16s"`` or ``"8s"``: the stride of the finest skip.
-      backbone: ``"vgg16"`` or ``"vgg16_bn"`` (BatchNorm after each convolution, as
-        torchvision's ``vgg16_bn``: trains from scratch in far fewer steps).
+      backbone: ``"vgg16"``, ``"vgg16_bn"`` (BatchNorm after each convolution, as
+        torchvision's ``vgg16_bn``: trains from scratch in far fewer steps), or a ResNet
+        (``"resnet18"`` ... ``"resnet152"``, with ``skip="score"``).
+      backbone_style: a ResNet's arithmetic: ``"torchvision"`` or ``"keras"``
+        (:class:`fcnjax.models.resnet.ResNet`); the weights file decides.
       skip: ``"score"`` (the paper) or ``"features"`` (the POSTECH lab).
       width: channel multiplier of VGG16 and conv6/conv7 (``1.0``: the real network).
       dropout: dropout after fc6 / fc7 in training.
@@ -78,6 +88,7 @@ class FCN(nn.Module):
     width: float = 1.0
     dropout: float = 0.5
     final_upsample: str = "transposed"
+    backbone_style: str = "torchvision"
     bn_axis_name: str | None = None
     dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
@@ -91,6 +102,11 @@ class FCN(nn.Module):
             raise ValueError(f"`skip` must be one of {SKIPS}; got {self.skip!r}.")
         if self.backbone not in BACKBONES:
             raise ValueError(f"`backbone` must be one of {BACKBONES}; got {self.backbone!r}.")
+        if self.skip == "features" and self.backbone in RESNETS:
+            raise ValueError(
+                "`skip='features'` is the POSTECH lab's VGG16 network; on a ResNet use "
+                "skip='score'."
+            )
 
     @nn.compact
     def __call__(self, x: ArrayLike, train: bool = False) -> Array:
@@ -107,9 +123,20 @@ class FCN(nn.Module):
         factor = {"32s": 32, "16s": 16, "8s": 8}[self.variant]
 
         if self.skip == "score":
-            taps = VGG16(self.width, fc=True, fc_dropout=self.dropout, name="backbone", **bn, **kw)(
-                x, train
-            )
+            if self.backbone in RESNETS:
+                found = encoder(
+                    self.backbone,
+                    width=self.width,
+                    style=self.backbone_style,
+                    bn_axis_name=self.bn_axis_name,
+                    **kw,
+                )(x, train)
+                taps = {"fc7": found["layer4"], "pool4": found["layer3"], "pool3": found["layer2"]}
+            else:
+                vgg = VGG16(
+                    self.width, fc=True, fc_dropout=self.dropout, name="backbone", **bn, **kw
+                )
+                taps = vgg(x, train)
             score = nn.Conv(k, (1, 1), kernel_init=nn.initializers.zeros, name="score_fr", **kw)(
                 taps["fc7"]
             )
@@ -151,8 +178,15 @@ FCN16s = functools.partial(FCN, variant="16s")
 FCN8s = functools.partial(FCN, variant="8s")
 
 
+def _is_resnet_layer(name: str) -> bool:
+    return name in ("conv1", "bn1") or (name.startswith("layer") and "_" in name)
+
+
 def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
-    """A pytree of bools like ``params``: True for the VGG16 convolutions (``block*``).
+    """A pytree of bools like ``params``: True for the encoder's pretrainable layers.
+
+    These are the VGG16 convolutions (``block*_conv*``) or a ResNet's every layer
+    (``conv1``, ``bn1``, ``layer*``), under ``key``.
 
     Use it to freeze the backbone (the POSTECH lab sets ``base_model.trainable = False``), e.g.
     ``optax.multi_transform({True: optax.set_to_zero(), False: tx}, backbone_mask(p))``.
@@ -171,6 +205,6 @@ def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
         if key not in names:
             return False
         after = names[names.index(key) + 1 :]
-        return bool(after) and after[0] in VGG16_CONVS
+        return bool(after) and (after[0] in VGG16_CONVS or _is_resnet_layer(after[0]))
 
     return jax.tree_util.tree_map_with_path(mark, params)

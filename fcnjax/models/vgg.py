@@ -46,6 +46,8 @@ class VGG16(nn.Module):
         ``vgg16_bn``): much faster to train from scratch. Its statistics live in the
         ``batch_stats`` collection (``mutable=["batch_stats"]`` with ``train=True``).
       bn_axis_name: the mapped (``pmap``) axis whose devices share batch statistics.
+      blocks: how many of the five blocks to compute (a decoder that stops at ``pool4``
+        needs 4; ``fc=True`` needs 5).
       pool_padding: ``"SAME"`` (ceil: any input size, pixels at the end are pooled in
         smaller windows) or ``"VALID"`` (floor, Keras' VGG16; equal for multiples of 32).
       dtype: computation dtype; param_dtype: parameter dtype.
@@ -66,6 +68,7 @@ class VGG16(nn.Module):
     batch_norm: bool = False
     bn_axis_name: str | None = None
     pool_padding: str = "SAME"
+    blocks: int = 5
     dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
 
@@ -78,6 +81,8 @@ class VGG16(nn.Module):
             raise ValueError(
                 f"`pool_padding` must be 'SAME' or 'VALID'; got {self.pool_padding!r}."
             )
+        if self.blocks not in range(1, 6) or (self.fc and self.blocks != 5):
+            raise ValueError(f"`blocks` must be 1 ... 5 (5 with fc=True); got {self.blocks!r}.")
         conv = lambda c, k, name: Conv(  # noqa: E731
             scaled(c, self.width),
             (k, k),
@@ -88,7 +93,7 @@ class VGG16(nn.Module):
             param_dtype=self.param_dtype,
         )
         taps = {}
-        for b, widths in enumerate(VGG16_BLOCKS, 1):
+        for b, widths in enumerate(VGG16_BLOCKS[: self.blocks], 1):
             for c, w in enumerate(widths, 1):
                 x = conv(w, 3, f"block{b}_conv{c}")(x)
                 if self.batch_norm:

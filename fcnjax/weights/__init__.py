@@ -1,10 +1,14 @@
-"""Pretrained backbone weights: VGG16 from Keras or torchvision files.
+"""Pretrained backbone weights: VGG16 and ResNet from Keras or torchvision files.
 
-FCN starts from an ImageNet-trained VGG16. :func:`load_vgg16` reads one of the two
-public releases, or a file of the same layout (any width), and returns plain NumPy
-parameters for :class:`~fcnjax.models.vgg.VGG16` together with the input normalisation
-the weights were trained with (:class:`Preprocessing`); :func:`into_backbone` places them
-in a model's parameter tree.
+FCN starts from an ImageNet-trained VGG16, the models with a ResNet encoder from a ResNet.
+:func:`load_vgg16` reads one of VGG16's two public releases, or a file of the same
+layout (any width), and returns plain NumPy parameters for
+:class:`~fcnjax.models.vgg.VGG16` together with the input normalisation the weights were
+trained with (:class:`Preprocessing`); :func:`load_resnet` does the same for
+:class:`~fcnjax.models.resnet.ResNet` (torchvision's ``resnet18`` ... ``resnet152`` or
+``keras.applications``' ResNet50/101/152), with the BatchNorm statistics and the
+arithmetic ``style`` the file needs. :func:`into_backbone` places them in a model's
+parameter tree (and, for a ResNet, its ``batch_stats``).
 
 The package is one loader shared by every backbone and one module of key maps per
 network:
@@ -17,6 +21,8 @@ network:
   torch) and ``.safetensors`` (no torch). No code from a file is ever executed.
 * :mod:`fcnjax.weights.vgg16`: VGG16's tensor names in Keras' and torchvision's releases,
   and their conversion to fcnjax's layout (FCN's convolutionalised ``fc6``/``fc7``).
+* :mod:`fcnjax.weights.resnet`: ResNet's tensor names in torchvision's and Keras' releases
+  (and the first Keras ResNet50's Caffe names), BatchNorm statistics included.
 * :mod:`fcnjax.weights.backbone`: :func:`into_backbone`, for any backbone.
 
 :class:`Preprocessing`, :data:`KERAS_CAFFE` and :data:`TORCHVISION` live in
@@ -26,17 +32,21 @@ network:
 from fcnjax.data.transforms import KERAS_CAFFE, TORCHVISION, Preprocessing
 from fcnjax.weights.backbone import into_backbone
 from fcnjax.weights.files import KNOWN_CHECKSUMS, WeightsUnavailableError, default_cache_dir
+from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
 __all__ = [
     "KERAS_CAFFE",
+    "KERAS_RESNET_URLS",
     "KNOWN_CHECKSUMS",
     "TORCHVISION",
+    "TORCHVISION_RESNET_URLS",
     "TORCHVISION_VGG16_URL",
     "VGG16_URLS",
     "Preprocessing",
     "WeightsUnavailableError",
     "default_cache_dir",
     "into_backbone",
+    "load_resnet",
     "load_vgg16",
 ]

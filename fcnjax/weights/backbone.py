@@ -12,53 +12,73 @@ __all__ = ["into_backbone"]
 
 
 def into_backbone(
-    params: Mapping[str, Any], vgg_params: Mapping[str, Any], *, key: str = "backbone"
+    params: Mapping[str, Any], loaded: Mapping[str, Any], *, key: str = "backbone"
 ) -> Any:
-    """A copy of ``params`` whose ``params[key][name]`` is ``vgg_params[name]`` for each name.
+    """A copy of ``params`` whose ``params[key]`` holds the arrays of ``loaded``.
+
+    Every array of the (arbitrarily nested) tree ``loaded`` replaces the array at the
+    same path under ``params[key]``: ``params[key][name][leaf]`` for VGG16's
+    ``{name: {leaf: array}}``, ``params[key]["layer1_0"]["conv1"]["kernel"]`` for a
+    ResNet's. A model's BatchNorm statistics are placed the same way, in a second call on
+    its ``batch_stats``.
 
     Args:
       params: a model's parameter tree (dict or flax ``FrozenDict``), with the backbone
-        (e.g. a VGG16) under ``params[key]``, e.g. ``variables["params"]`` of an FCN.
-      vgg_params: from :func:`~fcnjax.weights.load_vgg16` (or any ``{name: {leaf: array}}``).
+        (e.g. a VGG16) under ``params[key]``, e.g. ``variables["params"]`` of an FCN, or
+        its ``variables["batch_stats"]``.
+      loaded: the loaded weights of any backbone: the params of
+        :func:`~fcnjax.weights.load_vgg16`, or ``variables["params"]`` or
+        ``variables["batch_stats"]`` of :func:`~fcnjax.weights.load_resnet`.
       key: the backbone's submodule name.
 
     Returns:
       A new tree of the same type as ``params`` (``params`` itself is not modified), the
-      loaded arrays cast to the dtypes of the arrays they replace. Names of
-      ``params[key]`` absent from ``vgg_params`` (e.g. ``fc6``/``fc7`` after
+      loaded arrays cast to the dtypes of the arrays they replace. Paths of
+      ``params[key]`` absent from ``loaded`` (e.g. ``fc6``/``fc7`` after
       ``load_vgg16(fc=False)``) keep their values.
 
     Raises:
-      ValueError: listing every name or leaf of ``vgg_params`` missing in ``params[key]``
-        and every shape mismatch.
+      ValueError: listing every path of ``loaded`` missing in ``params[key]`` and
+        every shape mismatch.
     """
     from flax.core import FrozenDict, freeze
 
     new = _copy_dicts(params)
     if key not in new or not isinstance(new[key], dict):
         raise ValueError(f"params has no backbone {key!r}; its keys are {sorted(new)}.")
-    backbone = new[key]
-    problems = []
-    for name, leaves in vgg_params.items():
-        if not isinstance(backbone.get(name), dict):
-            problems.append(f"{name}: not in params[{key!r}]")
-            continue
-        for leaf, value in leaves.items():
-            old = backbone[name].get(leaf)
-            if old is None:
-                problems.append(f"{name}/{leaf}: not in params[{key!r}][{name!r}]")
-            elif tuple(np.shape(value)) != tuple(np.shape(old)):
-                problems.append(
-                    f"{name}/{leaf}: shape {tuple(np.shape(value))} does not fit the model's "
-                    f"{tuple(np.shape(old))}"
-                )
-            else:
-                backbone[name][leaf] = jnp.asarray(value, dtype=jnp.result_type(old))
+    problems: list[str] = []
+    _place(new[key], loaded, (), key, problems)
     if problems:
         raise ValueError(
             f"Cannot place the weights into params[{key!r}]:\n  - " + "\n  - ".join(problems)
         )
     return freeze(new) if isinstance(params, FrozenDict) else new
+
+
+def _place(
+    target: dict, loaded: Mapping[str, Any], path: tuple[str, ...], key: str, problems: list
+) -> None:
+    """Every array of ``loaded`` into ``target`` (at ``path`` under ``params[key]``)."""
+    where = f"params[{key!r}]" + "".join(f"[{p!r}]" for p in path)
+    for name, value in loaded.items():
+        at = "/".join((*path, name))
+        old = target.get(name)
+        if isinstance(value, Mapping):
+            if isinstance(old, dict):
+                _place(old, value, (*path, name), key, problems)
+            else:
+                problems.append(f"{at}: not in {where}")
+        elif old is None:
+            problems.append(f"{at}: not in {where}")
+        elif isinstance(old, dict):
+            problems.append(f"{at}: an array, where the model has the subtree {sorted(old)}")
+        elif tuple(np.shape(value)) != tuple(np.shape(old)):
+            problems.append(
+                f"{at}: shape {tuple(np.shape(value))} does not fit the model's "
+                f"{tuple(np.shape(old))}"
+            )
+        else:
+            target[name] = jnp.asarray(value, dtype=jnp.result_type(old))
 
 
 def _copy_dicts(tree: Any) -> Any:

@@ -1,0 +1,87 @@
+"""Pretrainable encoders by name, and their features at strides 2, 4, 8, 16 and 32.
+
+A decoder (FCN, keras-segmentation's U-Net and SegNet, torchvision's FCN head) asks for
+an encoder by name (``"vgg16"``, ``"resnet50"``, ...) and reads its five feature maps,
+``f1`` ... ``f5`` at strides 2 ... 32 (keras-segmentation's ``levels``):
+
+* VGG16: ``pool1`` ... ``pool5``;
+* ResNet: ``stem`` (after the stem's ReLU), ``layer1`` ... ``layer4``.
+
+The encoder is always the submodule ``backbone``, so :func:`fcnjax.models.backbone_mask`
+and :func:`fcnjax.weights.into_backbone` find it in every model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from fcnjax.models.resnet import STYLES, ResNet
+from fcnjax.models.vgg import VGG16
+from fcnjax.typing import Array
+
+__all__ = ["ENCODERS", "RESNETS", "encoder", "levels"]
+
+RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+ENCODERS = ("vgg16", "vgg16_bn", *RESNETS)
+
+
+def encoder(
+    name: str,
+    *,
+    width: float = 1.0,
+    style: str = "torchvision",
+    output_stride: int = 32,
+    levels: int = 5,
+    bn_axis_name: str | None = None,
+    **kw: Any,
+) -> nn.Module:
+    """The encoder ``name`` as the submodule ``backbone`` of the calling module.
+
+    Args:
+      name: one of :data:`ENCODERS`.
+      width: channel multiplier.
+      style: a ResNet's arithmetic, ``"torchvision"`` or ``"keras"`` (ignored for VGG16).
+      output_stride: a ResNet's stride of ``f5`` (32, 16 or 8); VGG16 only has 32.
+      levels: how many of ``f1`` ... ``f5`` the decoder reads: the encoder stops there
+        (keras-segmentation's U-Net and SegNet read four, and have no ``block5`` or
+        ``layer4`` parameters).
+      bn_axis_name: the mapped axis of the BatchNorm statistics (``vgg16_bn``, ResNets).
+      **kw: ``dtype``, ``param_dtype``, and VGG16's ``fc`` and ``fc_dropout``.
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {ENCODERS}.")
+    if name in RESNETS:
+        if style not in STYLES:
+            raise ValueError(f"`backbone_style` must be one of {STYLES}; got {style!r}.")
+        kw.pop("fc", None), kw.pop("fc_dropout", None)
+        return ResNet(
+            RESNETS[name],
+            style,
+            output_stride,
+            width,
+            stages=levels - 1,
+            bn_axis_name=bn_axis_name,
+            name="backbone",
+            **kw,
+        )
+    if output_stride != 32:
+        raise ValueError(f"VGG16 has output stride 32 only; got {output_stride!r}.")
+    batch_norm = name == "vgg16_bn"
+    return VGG16(
+        width,
+        batch_norm=batch_norm,
+        bn_axis_name=bn_axis_name,
+        blocks=levels,
+        name="backbone",
+        **kw,
+    )
+
+
+def levels(taps: dict[str, Array]) -> tuple[Array, ...]:
+    """``(f1, f2, f3, f4, f5)``: an encoder's features at strides 2 ... 32, from its taps
+    (as many as it computed)."""
+    names = ("stem", "layer1", "layer2", "layer3", "layer4") if "stem" in taps else None
+    names = names or ("pool1", "pool2", "pool3", "pool4", "pool5")
+    return tuple(taps[n] for n in names if n in taps)
