@@ -26,6 +26,12 @@ the ignore label 255; the autoencoder: mean squared error):
 - ``unet``: keras-segmentation's U-Net (32/64/128, dropout 0.2, nearest upsampling +
   concatenation, 2 classes), batch 2 at 200x200, Adam 1e-3.
 - ``autoencoder``: the POSTECH lab's autoencoder (28x28x1, batch 32, Adam 1e-3).
+- ``fcn_resnet50``: torchvision's FCN-ResNet50 (ResNet-50 v1.5 dilated to output stride
+  8, FCNHead on layer4 and the auxiliary FCNHead on layer3, dropout 0.1, bilinear resize
+  to the input; 21 classes, 35,322,218 parameters), loss CE(out) + 0.5 CE(aux), SGD lr
+  0.02 momentum 0.9 + L2 1e-4 (torchvision's segmentation reference, without its
+  polynomial schedule), batch 2 at 320x320 (``FCN_RESNET_SHAPE``; torchvision trains
+  4 x 480x480 crops per GPU, too slow for a 2-core CPU).
 - ``shapes`` (fcnjax alone, images/s): the ``shapes_fcn8s`` recipe's step.
 """
 
@@ -122,7 +128,12 @@ def _torch_fns(kind, batch):
     if kind == "fcn8s":
         step, parts = torch_fcn8s_step(21, batch)
         return {"step": step, **parts}, {}
-    builders = {"segnet": torch_segnet, "unet": torch_unet, "autoencoder": torch_autoencoder}
+    builders = {
+        "segnet": torch_segnet,
+        "unet": torch_unet,
+        "autoencoder": torch_autoencoder,
+        "fcn_resnet50": torch_fcn_resnet50,
+    }
     step, n_params = torch_step(kind, builders[kind](), batch)
     return {"step": step}, {"params": n_params}
 
@@ -156,7 +167,8 @@ def ratio(times, a, b):
 def images_per_s(label, n, times, compile_s=None):
     s = float(np.median(times))
     extra = "" if compile_s is None else f"; compile + first call {compile_s:.1f} s"
-    return f"  {label:18} {n / s:8.0f} images/s   ({1e3 * s:.2f} ms/step{extra})"
+    rate = f"{n / s:8.0f}" if n / s >= 10 else f"{n / s:8.2f}"  # FCN-ResNet50: 0.09
+    return f"  {label:18} {rate} images/s   ({1e3 * s:.2f} ms/step{extra})"
 
 
 def segmentation_batch(rng, n, size, num_classes, ignored=0.1):
@@ -347,8 +359,102 @@ def torch_unet(num_classes=2, widths=(32, 64, 128), dropout=0.2):
     return UNet()
 
 
+def torch_fcn_resnet50(num_classes=21, aux_loss=True):
+    """torchvision's ``fcn_resnet50`` (torchvision does not install here), as
+    `fcnjax.models.FCNResNet`: ResNet-50 v1.5 (stride on the bottleneck's 3x3, BatchNorm,
+    Kaiming fan-out) with ``replace_stride_with_dilation=[False, True, True]``, an
+    ``FCNHead`` on layer4 and (``aux_loss``) on layer3, bilinear resize
+    (``align_corners=False``) to the input. In training it returns ``{"out", "aux"}``."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, inplanes, planes, stride, dilation, downsample):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(
+                planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False
+            )
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(planes * 4)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = downsample
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + identity)
+
+    def head(channels):
+        inter = channels // 4
+        return nn.Sequential(
+            nn.Conv2d(channels, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Conv2d(inter, num_classes, 1),
+        )
+
+    class FCNResNet50(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            self.inplanes, self.dilation = 64, 1
+            self.layer1 = self._make_layer(64, 3)
+            self.layer2 = self._make_layer(128, 4, stride=2)
+            self.layer3 = self._make_layer(256, 6, stride=2, dilate=True)
+            self.layer4 = self._make_layer(512, 3, stride=2, dilate=True)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            # torchvision's heads keep PyTorch's default initialisation.
+            self.classifier = head(2048)
+            self.aux_classifier = head(1024) if aux_loss else None
+
+        def _make_layer(self, planes, blocks, stride=1, dilate=False):
+            previous = self.dilation
+            if dilate:
+                self.dilation, stride = self.dilation * stride, 1
+            downsample = None
+            if stride != 1 or self.inplanes != planes * 4:
+                downsample = nn.Sequential(
+                    nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
+                    nn.BatchNorm2d(planes * 4),
+                )
+            layers = [Bottleneck(self.inplanes, planes, stride, previous, downsample)]
+            self.inplanes = planes * 4
+            layers += [
+                Bottleneck(self.inplanes, planes, 1, self.dilation, None) for _ in range(1, blocks)
+            ]
+            return nn.Sequential(*layers)
+
+        def forward(self, x):
+            size = x.shape[-2:]
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            c3 = self.layer3(self.layer2(self.layer1(x)))
+            out = F.interpolate(
+                self.classifier(self.layer4(c3)), size, mode="bilinear", align_corners=False
+            )
+            if self.aux_classifier is None:
+                return {"out": out}
+            aux = F.interpolate(self.aux_classifier(c3), size, mode="bilinear", align_corners=False)
+            return {"out": out, "aux": aux}
+
+    return FCNResNet50()
+
+
 TORCH_OPTIMIZERS = {
     "segnet": lambda params: __import__("torch").optim.SGD(params, lr=0.01, momentum=0.9),
+    "fcn_resnet50": lambda params: __import__("torch").optim.SGD(
+        params, lr=0.02, momentum=0.9, weight_decay=1e-4
+    ),
     "unet": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
     "autoencoder": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
 }
@@ -356,7 +462,8 @@ TORCH_OPTIMIZERS = {
 
 def torch_step(kind, net, batch):
     """A training step of ``net`` (channels_last) on ``batch``: cross-entropy with the
-    ignore label on masks, else mean squared error against the input."""
+    ignore label on masks (FCN-ResNet: ``out`` + 0.5 ``aux``), else mean squared error
+    against the input."""
     import torch
     import torch.nn.functional as F
 
@@ -367,7 +474,15 @@ def torch_step(kind, net, batch):
     x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous(
         memory_format=torch.channels_last
     )
-    if "mask" in batch:
+    if kind == "fcn_resnet50":  # torchvision's criterion: out + 0.5 * aux
+        y = torch.tensor(batch["mask"], dtype=torch.long)
+
+        def loss():
+            out = net(x)
+            ce = {k: F.cross_entropy(v, y, ignore_index=IGNORE) for k, v in out.items()}
+            return ce["out"] + 0.5 * ce["aux"] if "aux" in ce else ce["out"]
+
+    elif "mask" in batch:
         y = torch.tensor(batch["mask"], dtype=torch.long)
         loss = lambda: F.cross_entropy(net(x), y, ignore_index=IGNORE)  # noqa: E731
     else:
@@ -408,7 +523,9 @@ def shapes_setup():
     return model, size, config.batch_size, config.optimizer.to_dict(), steps, where
 
 
-FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet", "autoencoder", "shapes")
+FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet", "autoencoder", "fcn_resnet50", "shapes")
+# FCN-ResNet50's batch: torchvision trains 4 x 480x480 crops per GPU, too slow here.
+FCN_RESNET_SHAPE = (2, (320, 320))
 
 
 def family(name, rng):
@@ -436,6 +553,16 @@ def family(name, rng):
         batch = {"image": rng.random((32, 28, 28, 1), dtype=np.float32)}
         title = "autoencoder (51,459 parameters), batch 32 x 28x28x1, Adam, MSE"
         return title, models.get("autoencoder"), adam, batch, Autoencoder(), "autoencoder"
+    if name == "fcn_resnet50":
+        n, size = FCN_RESNET_SHAPE
+        model = models.get("fcn_resnet50", num_classes=21, aux_loss=True)
+        batch = segmentation_batch(rng, n, size, 21)
+        sgd = dict(name="sgd", learning_rate=0.02, momentum=0.9, weight_decay=1e-4)
+        title = (
+            f"FCN-ResNet50 (output stride 8, aux head), 21 classes, batch {n} x "
+            f"{size[0]}x{size[1]}, SGD momentum + L2, CE + 0.5 aux"
+        )
+        return title, model, sgd, batch, Segmentation(21), "fcn_resnet50"
     spec, size, n, optimizer, total, where = shapes_setup()
     spec = dict(spec)
     model = models.get(spec.pop("name"), **spec)
@@ -464,7 +591,10 @@ def run_family(name, args, cores, rng):
     rounds = 3 if args.quick else 5
     t = interleaved(fns, rounds, steps)
     params = sum(x.size for x in jax.tree.leaves(jax_step.state.params))
-    theirs = f" / PyTorch {worker.info['params']:,}" if worker and worker.info else ""
+    theirs = ""
+    if worker and worker.info:
+        theirs = f" / PyTorch {worker.info['params']:,}"
+        theirs += "" if worker.info["params"] == params else " (DIFFERENT NETWORKS)"
     print(f"\n{name}: {title}; {rounds} rounds x {steps} steps, medians:")
     print(f"  parameters: fcnjax {params:,}{theirs}")
     print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_step.compile_s))

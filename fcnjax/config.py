@@ -96,7 +96,7 @@ def default_config() -> ConfigDict:
     # num_classes defaults to the training source's.
     c.model = ConfigDict({"name": "fcn8s"})
     c.init = ConfigDict()
-    c.init.backbone_weights = placeholder(str)  # VGG16: "imagenet" (Keras file), a path, URL
+    c.init.backbone_weights = placeholder(str)  # the model's VGG16/ResNet: "imagenet", path, URL
     c.init.from_workdir = placeholder(str)  # staged FCN training: start from that run's params
     c.dtype = "float32"  # compute dtype; parameters stay float32 (bfloat16 on TPU)
 

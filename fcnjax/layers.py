@@ -76,9 +76,10 @@ def bilinear_init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float
 
 
 class Conv(nn.Module):
-    """A 2-D stride-1 convolution layer (kernel ``(kh, kw, C_in, C_out)`` and bias, as
-    ``flax.linen.Conv``) that calls :func:`fcnjax.ops.conv`, whose kernel gradient avoids
-    XLA:CPU's slow path. Parameters are interchangeable with ``nn.Conv``'s.
+    """A 2-D convolution layer (kernel ``(kh, kw, C_in, C_out)`` and bias, as
+    ``flax.linen.Conv``, with ``strides`` and ``kernel_dilation``) that calls
+    :func:`fcnjax.ops.conv`, whose kernel gradient avoids XLA:CPU's slow path.
+    Parameters are interchangeable with ``nn.Conv``'s.
 
     >>> import jax, jax.numpy as jnp
     >>> layer = Conv(8, 3)
@@ -89,7 +90,9 @@ class Conv(nn.Module):
 
     features: int
     kernel_size: IntOrSeq
+    strides: IntOrSeq = 1
     padding: str | Sequence[tuple[int, int]] = "SAME"
+    kernel_dilation: IntOrSeq = 1
     use_bias: bool = True
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
@@ -111,7 +114,14 @@ class Conv(nn.Module):
             else None
         )
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = ops.conv(x, kernel, self.padding, method=self.method)
+        y = ops.conv(
+            x,
+            kernel,
+            self.padding,
+            strides=per_dim("strides", self.strides, 2, 1),
+            dilation=per_dim("kernel_dilation", self.kernel_dilation, 2, 1),
+            method=self.method,
+        )
         return y if bias is None else y + bias
 
 

@@ -5,9 +5,11 @@ step. glibc's ``malloc`` hands buffers over its threshold to ``mmap`` and gives 
 memory back to the system, so every step maps fresh pages and faults them in: the main
 job spent a fifth of its CPU time in the kernel (31 million minor page faults in three
 and a half minutes). :func:`keep_freed_memory`, called by the trainer, makes glibc keep
-what it frees for the next step: 16.8 million faults and 12% system time. The same
-settings in the environment, where they apply from the process's start (its first
-arenas included), do better: 0.8 million faults and 3% (bench/RESULTS.md)::
+what it frees for the next step: 16.8 million faults and 12% system time that day, 7.6
+and 10.9 million faults and 7% and 9% in two later runs. The same settings in the
+environment, where they apply from the process's start, gave 0.8 million faults and 3%
+once, but more faults than the default in a later, shorter run: the variation between
+runs is larger than between these settings (bench/RESULTS.md). The line::
 
     export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 \
         MALLOC_TOP_PAD_=268435456 MALLOC_ARENA_MAX=4

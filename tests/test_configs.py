@@ -165,37 +165,13 @@ def make_camvid(root: Path):
 
 
 def write_torchvision_resnet50(path: Path, width: float = 1.0):
-    """A ResNet-50 state dict (``width``-scaled) in torchvision's key names and layouts
-    (random values; fc and num_batches_tracked included) as safetensors, which needs no
-    torch."""
+    """A random ResNet-50 (``width``-scaled) in torchvision's key names and layouts, as
+    safetensors (no torch needed); returns the path and the state dict."""
     from safetensors.numpy import save_file
 
-    from fcnjax.models.resnet import ResNet
+    from tests.test_resnet_weights import torchvision_state
 
-    model = ResNet(50, width=width)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))
-    state = {}
-    for path_, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
-        collection, *names, last = [p.key for p in path_]
-        module = ".".join(names).replace("_", ".").replace("downsample.conv", "downsample.0")
-        module = module.replace("downsample.bn", "downsample.1")
-        key = {
-            "kernel": "weight",
-            "scale": "weight",
-            "bias": "bias",
-            "mean": "running_mean",
-            "var": "running_var",
-        }[last]
-        shape = leaf.shape
-        if last == "kernel":  # (kh, kw, I, O) -> torch's (O, I, kh, kw)
-            shape = (shape[3], shape[2], shape[0], shape[1])
-        value = RNG.normal(0, 0.05, shape) if last != "var" else RNG.uniform(0.5, 1.5, shape)
-        state[f"{module}.{key}"] = value.astype(np.float32)
-        if last == "var":
-            state[f"{module}.num_batches_tracked"] = np.array(100, np.int64)
-    channels = state["layer4.2.bn3.weight"].shape[0]
-    state["fc.weight"] = RNG.normal(0, 0.05, (1000, channels)).astype(np.float32)
-    state["fc.bias"] = np.zeros(1000, np.float32)
+    state = torchvision_state(50, width)
     save_file(state, str(path))
     return path, state
 

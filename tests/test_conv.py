@@ -45,6 +45,50 @@ def test_gradients_match_lax(rng, shape, window, padding, c_out, method):
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "shape, window, padding, strides, dilation, c_out",
+    [
+        ((2, 9, 8, 70), (1, 1), "VALID", 1, 1, 64),  # ResNet's 1x1: per-tap product
+        ((2, 9, 8, 6), (1, 1), "VALID", 2, 1, 5),  # its stride-2 projection
+        ((2, 9, 8, 5), (3, 3), ((1, 1), (1, 1)), 2, 1, 6),  # v1.5's stride-2 3x3
+        ((2, 11, 10, 5), (3, 3), ((2, 2), (2, 2)), 1, 2, 6),  # dilated 3x3 (DeepLab)
+        ((1, 12, 13, 70), (3, 3), "SAME", (2, 1), (1, 3), 64),  # SAME, per-tap
+        ((2, 15, 14, 3), (7, 7), ((3, 3), (3, 3)), 2, 1, 4),  # ResNet's stem
+    ],
+)
+def test_strided_and_dilated_gradients_match_lax(
+    rng, shape, window, padding, strides, dilation, c_out
+):
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(*window, shape[-1], c_out)), jnp.float32)
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+
+    def ref(x, k):
+        return jax.lax.conv_general_dilated(
+            x,
+            k,
+            pair(strides),
+            padding,
+            rhs_dilation=pair(dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+    def ours(x, k):  # the products' path, whatever `auto` picks for these small shapes
+        return ops.conv(x, k, padding, strides=strides, dilation=dilation, method="gemm")
+
+    g = jnp.asarray(rng.normal(size=ref(x, k).shape), jnp.float32)
+    loss = lambda f: lambda x, k: jnp.vdot(f(x, k), g)  # noqa: E731
+    np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), rtol=1e-5, atol=1e-4)
+    dx, dk = jax.jit(jax.grad(loss(ours), (0, 1)))(x, k)
+    dx_ref, dk_ref = jax.grad(loss(ref), (0, 1))(x, k)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="needs strides=1 and dilation=1"):
+        ops.conv(x, k, padding, strides=2, method="im2col")
+    with pytest.raises(ValueError, match="`strides` must be a positive int"):
+        ops.conv(x, k, padding, strides=0)
+
+
 @pytest.mark.requires_torch
 @pytest.mark.parametrize("method", ["gemm", "im2col"])
 def test_kernel_gradient_matches_torch(rng, method):
@@ -69,6 +113,7 @@ def test_auto_picks_gemm_for_wide_layers_and_im2col_for_large_windows_on_cpu():
     # a matrix product forward (and so backward), with no convolution at all.
     forward = lambda x, k: jax.jit(ops.conv).lower(x, k).as_text()  # noqa: E731
     assert "dot_general" in text(wide) and "dot_general" not in text(narrow)
+    assert "dot_general" in text(jnp.ones((1, 1, 64, 8)))  # 1x1: XLA's is 9x the forward
     assert "convolution" in forward(x, wide)
     assert "dot_general" in forward(x, large) and "convolution" not in forward(x, large)
     big = jnp.ones((64, 64, 64, 64))  # columns of 64 * 64 * 64 * 49 * 64 floats: 3 GiB
@@ -108,7 +153,7 @@ def test_kernel_gradient_by_row_blocks_matches_lax(rng, shape, window, padding):
 
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((*window, shape[-1], 6)), jnp.float32)
-    pads = _pads(padding, window, shape[1:3])
+    pads = _pads(padding, window, shape[1:3], (1, 1), (1, 1))
 
     def ref(k):
         return jax.lax.conv_general_dilated(

@@ -396,13 +396,42 @@ def test_parameter_counts_match_keras(keras_resnet50):
 # ------------------------------------------------------------------------------------
 
 
-def _numpy_state(model):
-    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+def torchvision_state(depth, width, seed=0):
+    """A random state dict in torchvision's key names and layouts for ``ResNet(depth,
+    width=width)``, made without torch (Python 3.12 has none here) from fcnjax's variable
+    shapes; ``fc`` and ``num_batches_tracked`` included, as in torchvision's files."""
+    rng = np.random.default_rng(seed)
+    shapes = resnet_shapes(depth, width)
+    state = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        _, *names, last = [p.key for p in path]
+        module = ".".join(names).replace("_", ".")
+        module = module.replace("downsample.conv", "downsample.0").replace(
+            "downsample.bn", "downsample.1"
+        )
+        key = {
+            "kernel": "weight",
+            "scale": "weight",
+            "bias": "bias",
+            "mean": "running_mean",
+            "var": "running_var",
+        }[last]
+        shape = leaf.shape
+        if last == "kernel":  # (kh, kw, I, O) -> torch's (O, I, kh, kw)
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        value = rng.uniform(0.5, 1.5, shape) if last == "var" else rng.normal(0, 0.05, shape)
+        state[f"{module}.{key}"] = value.astype(np.float32)
+        if last == "var":
+            state[f"{module}.num_batches_tracked"] = np.array(100, np.int64)
+    channels = scaled(512, width) * (4 if DEPTHS[depth][1] else 1)  # layer4's output
+    state["fc.weight"] = rng.normal(0, 0.05, (1000, channels)).astype(np.float32)
+    state["fc.bias"] = np.zeros(1000, np.float32)
+    return state
 
 
 @pytest.fixture(scope="module")
 def resnet50_state():
-    return _numpy_state(torch_resnet(50, WIDTH))
+    return torchvision_state(50, WIDTH)
 
 
 def test_torch_file_errors_listed_together(tmp_path, resnet50_state):
@@ -461,7 +490,7 @@ def test_keras_file_errors_listed_together(tmp_path, keras_resnet50):
 def test_file_of_another_depth_says_which(tmp_path, resnet50_state, file_depth, asked, needle):
     from safetensors.numpy import save_file
 
-    state = resnet50_state if file_depth == 50 else _numpy_state(torch_resnet(18, WIDTH))
+    state = resnet50_state if file_depth == 50 else torchvision_state(18, WIDTH)
     path = tmp_path / f"resnet{file_depth}.safetensors"
     save_file(state, path)
     with pytest.raises(ValueError, match="this file holds a ResNet with stages") as info:

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fcnjax.layers import Upsample, crop_to, pad_to_multiple
+from fcnjax.layers import Conv, Upsample, crop_to, pad_to_multiple
 from fcnjax.models.encoders import encoder, levels
 from fcnjax.models.vgg import scaled
 from fcnjax.typing import Array, ArrayLike, DTypeLike
@@ -35,6 +35,7 @@ __all__ = ["DECODER_WIDTHS", "EncoderSegNet", "EncoderUNet"]
 
 DECODER_WIDTHS = (512, 256, 128, 64)
 _glorot = nn.initializers.glorot_uniform()  # Keras' default
+_PAD1 = ((1, 1), (1, 1))  # keras-segmentation's ZeroPadding2D((1, 1)) + "valid"
 
 
 class _Decoder(nn.Module):
@@ -59,10 +60,10 @@ class _Decoder(nn.Module):
                 skip = skips[i - 1]
                 if skip is not None:
                     x = jnp.concatenate([crop_to(x, skip.shape[1:3]), skip], axis=-1)
-            x = nn.Conv(
+            x = Conv(
                 scaled(w, self.width),
-                (3, 3),
-                padding=1,
+                3,
+                padding=_PAD1,
                 kernel_init=_glorot,
                 name=f"conv{i + 1}",
                 **kw,

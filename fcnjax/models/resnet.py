@@ -23,6 +23,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fcnjax.layers import Conv
 from fcnjax.models.vgg import scaled
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
@@ -140,7 +141,9 @@ class ResNet(nn.Module):
 
         def conv(features, k, stride=1, *, dilation=1, name):
             pad = dilation * (k - 1) // 2
-            return nn.Conv(
+            # fcnjax's Conv: XLA:CPU's kernel gradient of a 1x1 convolution took 9x its
+            # forward; as matrix products (ops.conv) it takes about the forward's time.
+            return Conv(
                 features,
                 (k, k),
                 (stride, stride),

@@ -1,4 +1,4 @@
-"""A stride-1 convolution that avoids XLA:CPU's slow convolution paths.
+"""A convolution that avoids XLA:CPU's slow convolution paths.
 
 XLA:CPU computes the kernel gradient of a convolution as a convolution whose window is
 the whole activation, which is 2.5-3.4x slower than the same sums as matrix products
@@ -11,6 +11,11 @@ and input gradient of ``lax.conv_general_dilated`` and computes
 Large windows over small maps (VGG16's fc6: 7x7 over pool5's 7x7, 512 -> 4096) are one
 im2col matrix product instead, forward and backward: 2.4-3x faster than either (1.2 s
 against 2.9 s and 3.7 s forward+backward at batch 4; PyTorch: 3.3 s).
+
+Strided and dilated convolutions (ResNet's 1x1 projections, stride-2 3x3 and dilated
+3x3) take the same per-tap products over strided, dilated slices. XLA:CPU's kernel
+gradient of a 1x1 convolution, a single matrix product, took 85 ms where its forward took
+9 ms (batch 2 x 40x40, 1024 -> 256); as a product it takes about the forward's time.
 """
 
 from __future__ import annotations
@@ -33,10 +38,18 @@ _MAX_TAP_OUTPUTS = 64 * 64  # kernel gradients of narrower layers: one im2col pr
 _ROWS = 24  # output rows per block of _kernel_grad_by_rows (measured: 24 < 48 < 96 ms)
 
 
-def _pads(padding, window, size) -> tuple[tuple[int, int], ...]:
+def _pads(padding, window, size, strides, dilation) -> tuple[tuple[int, int], ...]:
     if isinstance(padding, str):
-        return tuple(lax.padtype_to_pads(size, window, (1,) * len(window), padding))
+        effective = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+        return tuple(lax.padtype_to_pads(size, effective, strides, padding))
     return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"`{name}` must be a positive int or a pair of them; got {value!r}.")
+    return pair  # type: ignore[return-value]
 
 
 def conv(
@@ -44,24 +57,29 @@ def conv(
     kernel: ArrayLike,
     padding: str | tuple[tuple[int, int], ...] = "SAME",
     *,
+    strides: int | tuple[int, int] = 1,
+    dilation: int | tuple[int, int] = 1,
     method: str = "auto",
 ) -> Array:
-    """2-D stride-1 convolution, ``(N, H, W, C_in) * (kh, kw, C_in, C_out)``, channels-last.
+    """2-D convolution, ``(N, H, W, C_in) * (kh, kw, C_in, C_out)``, channels-last.
 
-    Same numbers as ``lax.conv_general_dilated(x, kernel, (1, 1), padding,
-    dimension_numbers=("NHWC", "HWIO", "NHWC"))`` (up to float summation order), and the
-    same gradients.
+    Same numbers as ``lax.conv_general_dilated(x, kernel, strides, padding,
+    rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))`` (up to float
+    summation order), and the same gradients.
 
     Args:
       x: ``(N, H, W, C_in)``.
       kernel: ``(kh, kw, C_in, C_out)``.
       padding: ``"SAME"``, ``"VALID"`` or ``((lo, hi), (lo, hi))``.
+      strides: the output's stride, an int or one per spatial dimension.
+      dilation: the kernel's dilation (atrous convolution), an int or a pair.
       method: ``"gemm"`` (kernel gradient as per-tap matrix products), ``"im2col"`` (the
         window's taps gathered into columns, then one matrix product; its gradients are
-        matrix products and slice sums), ``"xla"`` (plain ``lax``), or ``"auto"``: on CPU,
-        ``"im2col"`` for windows of 25 taps or more whose columns fit in 512 MiB,
-        ``"gemm"`` when both channel counts are at least 64, else ``"xla"`` (measured:
-        the products win on VGG16's layers, 1.3-1.9x forward+backward, and lose on narrow
+        matrix products and slice sums; stride 1 and no dilation only), ``"xla"`` (plain
+        ``lax``), or ``"auto"``: on CPU, ``"im2col"`` for undilated stride-1 windows of
+        25 taps or more whose columns fit in 512 MiB, ``"gemm"`` for 1x1 kernels and when
+        both channel counts are at least 64, else ``"xla"`` (measured: the products win on
+        VGG16's and ResNet's layers, 1.3-9x on the kernel gradient, and lose on narrow
         ones, where the slices' copies dominate); ``"xla"`` on other backends.
 
     >>> import jax, jax.numpy as jnp
@@ -81,26 +99,34 @@ def conv(
         )
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-    pads = _pads(padding, kernel.shape[:2], x.shape[1:3])
+    strides, dilation = _pair("strides", strides), _pair("dilation", dilation)
+    pads = _pads(padding, kernel.shape[:2], x.shape[1:3], strides, dilation)
+    plain = strides == (1, 1) and dilation == (1, 1)
     if method == "auto":
-        method = _select(x.shape, kernel.shape, pads, x.dtype)
+        method = _select(x.shape, kernel.shape, pads, x.dtype, plain)
+    if method == "im2col" and not plain:
+        raise ValueError("`method='im2col'` needs strides=1 and dilation=1.")
     if method == "xla":
-        return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DN)
+        return lax.conv_general_dilated(
+            x, kernel, strides, pads, rhs_dilation=dilation, dimension_numbers=_DN
+        )
     if method == "im2col":
         return _conv_im2col(x, kernel, pads)
-    return _conv_gemm(x, kernel, pads)
+    return _conv_gemm(x, kernel, (pads, strides, dilation))
 
 
 METHODS = ("auto", "gemm", "im2col", "xla")
 
 
-def _select(x_shape, k_shape, pads, dtype) -> str:
+def _select(x_shape, k_shape, pads, dtype, plain) -> str:
     if jax.default_backend() != "cpu":
         return "xla"
     kh, kw, c_in, c_out = k_shape
     n, h, w = x_shape[0], x_shape[1] + sum(pads[0]) - kh + 1, x_shape[2] + sum(pads[1]) - kw + 1
-    if kh * kw >= _MIN_IM2COL_TAPS and _columns_fit(n * h * w, k_shape, dtype):
+    if plain and kh * kw >= _MIN_IM2COL_TAPS and _columns_fit(n * h * w, k_shape, dtype):
         return "im2col"
+    if kh * kw == 1:
+        return "gemm"
     return "gemm" if min(c_in, c_out) >= _MIN_GEMM_CHANNELS else "xla"
 
 
@@ -110,11 +136,17 @@ def _columns_fit(outputs: int, k_shape, dtype) -> bool:
     return outputs * kh * kw * c_in * jnp.dtype(dtype).itemsize <= _MAX_IM2COL_BYTES
 
 
-def _columns(xp, kh, kw, h, w):
+def _tap(xp, i, j, h, w, strides=(1, 1), dilation=(1, 1)):
+    """The padded input's samples that kernel tap ``(i, j)`` meets: ``(N, h, w, C_in)``."""
+    (sh, sw), (dh, dw) = strides, dilation
+    return xp[:, i * dh : i * dh + sh * (h - 1) + 1 : sh, j * dw : j * dw + sw * (w - 1) + 1 : sw]
+
+
+def _columns(xp, kh, kw, h, w, strides=(1, 1), dilation=(1, 1)):
     """``(N, h, w, kh * kw * C_in)``: the padded input's taps, tap-major like a
     ``(kh, kw, C_in, C_out)`` kernel reshaped to ``(kh * kw * C_in, C_out)``."""
-    taps = [xp[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)]
-    return jnp.concatenate(taps, axis=-1)
+    taps = [_tap(xp, i, j, h, w, strides, dilation) for i in range(kh) for j in range(kw)]
+    return jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
 
 
 def _conv_im2col(x, kernel, pads):
@@ -124,49 +156,53 @@ def _conv_im2col(x, kernel, pads):
     return lax.dot_general(cols, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_gemm(x, kernel, pads):
-    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DN)
-
-
-def _fwd(x, kernel, pads):
-    return _conv_gemm(x, kernel, pads), (x, kernel)
-
-
-def _bwd(pads, residuals, g):
-    x, kernel = residuals
-    _, input_vjp = jax.vjp(
-        lambda x_: lax.conv_general_dilated(x_, kernel, (1, 1), pads, dimension_numbers=_DN), x
+def _lax_conv(x, kernel, geometry):
+    pads, strides, dilation = geometry
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, rhs_dilation=dilation, dimension_numbers=_DN
     )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_gemm(x, kernel, geometry):
+    return _lax_conv(x, kernel, geometry)
+
+
+def _fwd(x, kernel, geometry):
+    return _conv_gemm(x, kernel, geometry), (x, kernel)
+
+
+def _bwd(geometry, residuals, g):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x_: _lax_conv(x_, kernel, geometry), x)
     (dx,) = input_vjp(g)
-    kh, kw, c_in, c_out = kernel.shape
+    return dx.astype(x.dtype), _kernel_grad(x, g, kernel.shape, geometry).astype(kernel.dtype)
+
+
+def _kernel_grad(x, g, k_shape, geometry):
+    """``dK[i, j] = sum_{n,y,x} tap(i, j)[n, y, x, :]^T g[n, y, x, :]`` as matrix products."""
+    pads, strides, dilation = geometry
+    kh, kw, c_in, c_out = k_shape
     n, h, w = g.shape[:3]
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    if c_in * c_out <= _MAX_TAP_OUTPUTS and _columns_fit(n * h * w, kernel.shape, x.dtype):
+    over_nhw = (((0, 1, 2), (0, 1, 2)), ((), ()))
+    if c_in * c_out <= _MAX_TAP_OUTPUTS and _columns_fit(n * h * w, k_shape, x.dtype):
         # One (taps * C_in, N*H*W) @ (N*H*W, C_out) product: a tap's small C_in x C_out
         # output leaves a core idle (VGG16's 224x224 64 -> 64 layer: 1.25 -> 0.67 s).
-        dk = lax.dot_general(
-            _columns(xp, kh, kw, h, w),
-            g,
-            (((0, 1, 2), (0, 1, 2)), ((), ())),
-            preferred_element_type=jnp.float32,
-        )
-        return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
-    if kh * kw >= _MIN_IM2COL_TAPS:
-        dk = _kernel_grad_by_rows(xp, g, kh, kw)
-        return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+        cols = _columns(xp, kh, kw, h, w, strides, dilation)
+        dk = lax.dot_general(cols, g, over_nhw, preferred_element_type=jnp.float32)
+        return dk.reshape(k_shape)
+    plain = strides == (1, 1) and dilation == (1, 1)
+    if plain and kh * kw >= _MIN_IM2COL_TAPS:
+        return _kernel_grad_by_rows(xp, g, kh, kw).reshape(k_shape)
     taps = [
         lax.dot_general(
-            xp[:, i : i + h, j : j + w, :],
-            g,
-            (((0, 1, 2), (0, 1, 2)), ((), ())),
-            preferred_element_type=jnp.float32,
+            _tap(xp, i, j, h, w, strides, dilation), g, over_nhw, preferred_element_type=jnp.float32
         )
         for i in range(kh)
         for j in range(kw)
     ]
-    dk = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
-    return dx.astype(x.dtype), dk
+    return jnp.stack(taps).reshape(k_shape)
 
 
 _conv_gemm.defvjp(_fwd, _bwd)
