@@ -106,6 +106,7 @@ def default_config() -> ConfigDict:
     c.eval_data = ConfigDict({"split": "validation"})
     c.input = ConfigDict()
     c.input.size = placeholder(tuple)  # (H, W) of training crops and padded evaluation images
+    c.input.eval_size = placeholder(tuple)  # evaluation's (H, W) if not input.size's
     c.input.mode = "crop"  # crop (random scale + crop) | resize | none
     c.input.scale_range = (0.5, 2.0)  # random scale for mode=crop (None: no scaling)
     c.input.flip = True

@@ -236,19 +236,27 @@ def _transforms(config, preprocessing):
         normalization=normalization,
     )
     evaluation = data_lib.EvalTransform(
-        size=inp.size, mode=inp.eval_mode, normalization=normalization
+        size=inp.eval_size or inp.size, mode=inp.eval_mode, normalization=normalization
     )
     return train, evaluation
 
 
 @functools.lru_cache(maxsize=2)
-def _load_backbone(backbone: str, spec: str, fc: bool) -> tuple[dict, str | None, Any]:
-    """``(variables, style, preprocessing)`` of a backbone's weights file (cached)."""
+def _load_backbone(backbone: str, spec: str, fc: bool, style: str) -> tuple[dict, str | None, Any]:
+    """``(variables, style, preprocessing)`` of a backbone's weights file (cached).
+
+    ``"imagenet"`` is torchvision's ResNet file, or Keras' for ``style="keras"``."""
     path = None if spec == "imagenet" else spec
     if backbone in models.encoders.RESNETS:
         depth = models.encoders.RESNETS[backbone]
-        variables, style, preprocessing = weights.load_resnet(path, depth=depth)
-        return variables, style, preprocessing
+        if path is None and style == "keras":
+            if depth not in weights.KERAS_RESNET_URLS:
+                raise config_lib.ConfigError(
+                    f"Keras publishes no ImageNet ResNet-{depth}; use "
+                    f"model.backbone_style='torchvision' or a file of your own."
+                )
+            path = weights.KERAS_RESNET_URLS[depth]
+        return weights.load_resnet(path, depth=depth)
     params, preprocessing = weights.load_vgg16(path, fc=fc)
     return {"params": params}, None, preprocessing
 
@@ -267,8 +275,8 @@ def _backbone_weights(config) -> tuple[dict, Any]:
     # FCN's convolutionalised fc6/fc7 come from VGG16's classifier.
     fc = models.field_value(name, "skip", **model_kw) == "score" and backbone.startswith("vgg")
     spec = str(config.init.backbone_weights)
-    variables, style, preprocessing = _load_backbone(backbone, spec, fc)
     wanted = models.field_value(name, "backbone_style", **model_kw)
+    variables, style, preprocessing = _load_backbone(backbone, spec, fc, wanted)
     if style is not None and style != wanted:
         raise config_lib.ConfigError(
             f"`init.backbone_weights` {spec!r} holds a {style}-style ResNet but the model's "
@@ -300,6 +308,7 @@ def initial_params(
         source = Path(config.init.from_workdir) / "checkpoints"
         restored, step = ckpt.restore_state(source, None)
         params, copied = _copy_matching(params, restored["params"])
+        batch_stats, _ = _copy_matching(batch_stats, restored.get("batch_stats") or {})
         log.info("initialised %d arrays from %s (step %d)", copied, source, step)
         if not copied:
             raise ckpt.CheckpointError(
@@ -319,7 +328,7 @@ def _place(tree: Any, loaded: Mapping[str, Any], what: str) -> Any:
     if unused:
         log.info("the model does not use these layers of the backbone's %s: %s", what, unused)
         loaded = {k: v for k, v in loaded.items() if k in backbone}
-    return weights.into_backbone(tree, loaded)
+    return weights.into_backbone(tree, loaded, collection=what)
 
 
 def _copy_matching(new: Any, old: Any, path: str = "") -> tuple[Any, int]:

@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = dict(
     bias_lr_mult=1.0,  # FCN: 2.0 (biases also skip weight decay when != 1 or no_bias_decay)
     no_bias_decay=False,
     freeze=(),  # regexes on '/'-joined parameter paths that never change
-    freeze_backbone=False,  # freeze VGG16's convolutions (the POSTECH segmentation lab)
+    freeze_backbone=False,  # freeze the encoder (models.backbone_mask; the POSTECH lab: VGG16)
 )
 
 

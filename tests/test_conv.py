@@ -54,6 +54,7 @@ def test_gradients_match_lax(rng, shape, window, padding, c_out, method):
         ((2, 11, 10, 5), (3, 3), ((2, 2), (2, 2)), 1, 2, 6),  # dilated 3x3 (DeepLab)
         ((1, 12, 13, 70), (3, 3), "SAME", (2, 1), (1, 3), 64),  # SAME, per-tap
         ((2, 15, 14, 3), (7, 7), ((3, 3), (3, 3)), 2, 1, 4),  # ResNet's stem
+        ((2, 9, 8, 6), (1, 1), ((-1, 0), (0, -2)), 1, 1, 5),  # negative padding crops
     ],
 )
 def test_strided_and_dilated_gradients_match_lax(
@@ -83,6 +84,10 @@ def test_strided_and_dilated_gradients_match_lax(
     dx_ref, dk_ref = jax.grad(loss(ref), (0, 1))(x, k)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-4)
+    if shape[-1] == 6:  # bfloat16 in, bfloat16 gradients out
+        xb, kb = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+        dxb, dkb = jax.grad(lambda x, k: jnp.sum(ours(x, k).astype(jnp.float32)), (0, 1))(xb, kb)
+        assert dxb.dtype == dkb.dtype == jnp.bfloat16
     with pytest.raises(ValueError, match="needs strides=1 and dilation=1"):
         ops.conv(x, k, padding, strides=2, method="im2col")
     with pytest.raises(ValueError, match="`strides` must be a positive int"):

@@ -353,3 +353,57 @@ def test_backbone_weights_errors_name_the_fix(tmp_path):
         _initial(_config("unet", path, width=None))
     with pytest.raises(ValueError, match="ResNet-50, not the ResNet-101"):
         _initial(_config("fcn8s_resnet101", path))
+
+
+def test_keras_style_imagenet_means_keras_file(monkeypatch):
+    from fcnjax import experiment, weights
+    from fcnjax.config import ConfigError
+
+    asked = []
+
+    def fake_load(path, depth):
+        asked.append((path, depth))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(weights, "load_resnet", fake_load)
+    experiment._load_backbone.cache_clear()
+    with pytest.raises(RuntimeError, match="stop here"):
+        _initial(_config("resnet50_unet", "imagenet", backbone_style="keras"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        _initial(_config("fcn_resnet101", "imagenet"))
+    assert asked == [(weights.KERAS_RESNET_URLS[50], 50), (None, 101)]  # None: torchvision's
+    with pytest.raises(ConfigError, match="Keras publishes no ImageNet ResNet-18"):
+        _initial(_config("fcn8s", "imagenet", backbone="resnet18", backbone_style="keras"))
+    experiment._load_backbone.cache_clear()
+
+
+def test_evaluation_size_apart_from_the_training_crops():
+    from fcnjax import config as config_lib
+    from fcnjax import experiment
+
+    c = config_lib.load_config("shapes_fcn8s:runlocal")
+    c.input.eval_size = (48, 40)
+    run = experiment.build(c, with_train=False)
+    assert run.eval_transform.size == (48, 40) and tuple(run.train_transform.size) == (32, 32)
+    full = config_lib.load_config("fcn_resnet50_voc")
+    assert full.input.size == (480, 480) and full.input.eval_size == (512, 512)  # VOC <= 500
+
+
+def test_staged_training_copies_batch_statistics_too(monkeypatch, tmp_path):
+    # init.from_workdir (FCN's staged training) on a model with BatchNorm: the previous
+    # run's statistics come with its parameters, or inference would mix them with fresh ones.
+    from fcnjax import config as config_lib
+    from fcnjax import experiment
+
+    c = config_lib.load_config("shapes_fcn8s:runlocal")
+    c.model = dict(name="fcn8s", backbone="resnet18", num_classes=4, width=1 / 16)
+    c.init.from_workdir = str(tmp_path)
+    run = experiment.build(c, with_train=False, with_eval=False)
+    shapes = jax.eval_shape(run.model.init, jax.random.key(0), jnp.zeros(run.example_shape))
+    previous = jax.tree.map(lambda s: np.full(s.shape, 0.25, s.dtype), shapes)
+    restored = {"params": previous["params"], "batch_stats": previous["batch_stats"]}
+    monkeypatch.setattr(experiment.ckpt, "restore_state", lambda *a: (restored, 7))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    params, stats = experiment.initial_params(c, zeros["params"], zeros["batch_stats"])
+    assert all(np.all(v == 0.25) for v in jax.tree.leaves(params))
+    assert all(np.all(v == 0.25) for v in jax.tree.leaves(stats))

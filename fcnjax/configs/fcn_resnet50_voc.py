@@ -5,8 +5,9 @@
 
 torchvision's segmentation reference (``references/segmentation``, ``fcn_resnet50``):
 ImageNet ResNet-50 (torchvision's file) dilated to output stride 8, FCN's head and the
-auxiliary head on ``layer3`` (loss ``out + 0.5 * aux``), random resize of the 520-pixel
-base size by 0.5-2x, 480x480 crops and flips, ImageNet normalisation, SGD 0.02 with
+auxiliary head on ``layer3`` (loss ``out + 0.5 * aux``), images scaled by 0.5-2x
+(torchvision scales a 520-pixel base size), 480x480 crops and flips, ImageNet
+normalisation, SGD 0.02 with
 momentum 0.9 and weight decay 1e-4, poly decay (power 0.9), 30 epochs, batch 32 (4 per
 GPU on 8). torchvision trains the auxiliary head at ten times the rate; fcnjax's
 optimizer uses one rate for all parameters. torchvision trains on COCO's VOC classes;
@@ -22,7 +23,8 @@ def get_config(arg: str | None = None):
     c.init.backbone_weights = "imagenet"  # torchvision's resnet50-0676ba61.pth
     c.data = dict(name="voc", root=None, split="train_aug", sbd_root=None)
     c.eval_data = dict(split="val", sbd_root=None)
-    c.input.size = (480, 480)  # crops; evaluation pads every VOC image to 512x512
+    c.input.size = (480, 480)  # training crops
+    c.input.eval_size = (512, 512)  # evaluation pads every VOC image (<= 500x500) to this
     c.input.mode = "crop"
     c.input.scale_range = (0.5, 2.0)
     c.input.flip = True
@@ -45,6 +47,7 @@ def get_config(arg: str | None = None):
         c.input.normalization = "imagenet"
         c.model.width = 0.0625
         c.input.size = (32, 32)
+        c.input.eval_size = None
         c.batch_size = 2
         c.eval_batch_size = 2
         c.num_epochs = None

@@ -5,7 +5,10 @@ Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s
 ``fcn_resnet101``, ``resnet18`` ... ``resnet152``) and keras-segmentation's
 (``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``, ``resnet50_segnet``, ``fcn_8_vgg``,
 ``fcn_32_vgg``, ``fcn_8_resnet50``, ``fcn_32_resnet50``). Case, ``-`` and ``_`` are
-ignored.
+ignored. keras-segmentation's names give fcnjax's network of that name, which differs from
+keras-segmentation's where its own docstring says so (``fcn_8_resnet50``: no 7x7,
+4096-filter convolution on ResNet's ``layer4``; U-Net and SegNet: scores resized to the
+input).
 
 >>> from fcnjax import models
 >>> models.get("fcn8s", num_classes=21).variant
@@ -29,7 +32,7 @@ from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderSegNet, EncoderUNet
-from fcnjax.models.resnet import ResNet
+from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from fcnjax.models.segnet import SegNet
 from fcnjax.models.unet import UNet
 from fcnjax.models.vgg import VGG16
@@ -47,6 +50,11 @@ __all__ = [
     "EncoderUNet",
     "FCNResNet",
     "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
     "SegNet",
     "UNet",
     "backbone_mask",

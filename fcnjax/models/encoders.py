@@ -52,6 +52,8 @@ def encoder(
     """
     if name not in ENCODERS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {ENCODERS}.")
+    if levels not in range(1, 6):
+        raise ValueError(f"`levels` must be 1 ... 5 (f1 ... f5); got {levels!r}.")
     if name in RESNETS:
         if style not in STYLES:
             raise ValueError(f"`backbone_style` must be one of {STYLES}; got {style!r}.")
@@ -67,7 +69,7 @@ def encoder(
             **kw,
         )
     if output_stride != 32:
-        raise ValueError(f"VGG16 has output stride 32 only; got {output_stride!r}.")
+        raise ValueError(f"`output_stride` must be 32 for VGG16; got {output_stride!r}.")
     batch_norm = name == "vgg16_bn"
     return VGG16(
         width,

@@ -59,8 +59,8 @@ class FCN(nn.Module):
       backbone_style: a ResNet's arithmetic: ``"torchvision"`` or ``"keras"``
         (:class:`fcnjax.models.resnet.ResNet`); the weights file decides.
       skip: ``"score"`` (the paper) or ``"features"`` (the POSTECH lab).
-      width: channel multiplier of VGG16 and conv6/conv7 (``1.0``: the real network).
-      dropout: dropout after fc6 / fc7 in training.
+      width: channel multiplier of the backbone and conv6/conv7 (``1.0``: the real network).
+      dropout: dropout after fc6 / fc7 in training (VGG16 only: a ResNet has neither).
       bn_axis_name: with ``backbone="vgg16_bn"`` under ``pmap``, the axis whose devices
         share batch statistics (the trainer sets it in ``parallel="pmap"`` mode).
       final_upsample: fixed final upsampler of ``skip="score"``: ``"transposed"`` (FCN's

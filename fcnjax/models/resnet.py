@@ -27,7 +27,16 @@ from fcnjax.layers import Conv
 from fcnjax.models.vgg import scaled
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
-__all__ = ["DEPTHS", "ENCODER_TAPS", "ResNet", "STYLES"]
+__all__ = [
+    "DEPTHS",
+    "STYLES",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+]
 
 # Blocks per stage, and whether the stage uses bottleneck blocks (expansion 4).
 DEPTHS = {
@@ -38,8 +47,6 @@ DEPTHS = {
     152: ((3, 8, 36, 3), True),
 }
 STYLES = ("torchvision", "keras")
-# The taps ResNet returns, with their strides at output_stride=32.
-ENCODER_TAPS = {"stem": 2, "layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 # torchvision initialises convolutions with Kaiming normal, fan-out.
 _kaiming_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -191,3 +198,10 @@ class ResNet(nn.Module):
                 )(x)
             taps[f"layer{stage}"] = x
         return taps
+
+
+ResNet18 = functools.partial(ResNet, 18)
+ResNet34 = functools.partial(ResNet, 34)
+ResNet50 = functools.partial(ResNet, 50)
+ResNet101 = functools.partial(ResNet, 101)
+ResNet152 = functools.partial(ResNet, 152)

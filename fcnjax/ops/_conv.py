@@ -21,6 +21,7 @@ gradient of a 1x1 convolution, a single matrix product, took 85 ms where its for
 from __future__ import annotations
 
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -42,14 +43,30 @@ def _pads(padding, window, size, strides, dilation) -> tuple[tuple[int, int], ..
     if isinstance(padding, str):
         effective = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
         return tuple(lax.padtype_to_pads(size, effective, strides, padding))
-    return tuple((int(lo), int(hi)) for lo, hi in padding)
+    if isinstance(padding, numbers.Integral):  # as flax's nn.Conv: the same on every side
+        return ((int(padding),) * 2,) * 2
+    try:
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+        pads = ()
+    if len(pads) != 2:
+        raise ValueError(
+            f"`padding` must be 'SAME', 'VALID', an int or ((lo, hi), (lo, hi)); got {padding!r}."
+        )
+    return pads
+
+
+def _pad(x, pads):
+    """``x`` padded with zeros (negative padding crops, as in ``lax.conv_general_dilated``)."""
+    config = ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0))
+    return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
 def _pair(name: str, value) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+    pair = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and v >= 1 for v in pair):
         raise ValueError(f"`{name}` must be a positive int or a pair of them; got {value!r}.")
-    return pair  # type: ignore[return-value]
+    return (int(pair[0]), int(pair[1]))
 
 
 def conv(
@@ -70,7 +87,7 @@ def conv(
     Args:
       x: ``(N, H, W, C_in)``.
       kernel: ``(kh, kw, C_in, C_out)``.
-      padding: ``"SAME"``, ``"VALID"`` or ``((lo, hi), (lo, hi))``.
+      padding: ``"SAME"``, ``"VALID"``, an int (every side) or ``((lo, hi), (lo, hi))``.
       strides: the output's stride, an int or one per spatial dimension.
       dilation: the kernel's dilation (atrous convolution), an int or a pair.
       method: ``"gemm"`` (kernel gradient as per-tap matrix products), ``"im2col"`` (the
@@ -105,7 +122,10 @@ def conv(
     if method == "auto":
         method = _select(x.shape, kernel.shape, pads, x.dtype, plain)
     if method == "im2col" and not plain:
-        raise ValueError("`method='im2col'` needs strides=1 and dilation=1.")
+        raise ValueError(
+            f"`method='im2col'` needs strides=1 and dilation=1; got strides={strides}, "
+            f"dilation={dilation}."
+        )
     if method == "xla":
         return lax.conv_general_dilated(
             x, kernel, strides, pads, rhs_dilation=dilation, dimension_numbers=_DN
@@ -151,7 +171,7 @@ def _columns(xp, kh, kw, h, w, strides=(1, 1), dilation=(1, 1)):
 
 def _conv_im2col(x, kernel, pads):
     kh, kw, c_in, c_out = kernel.shape
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    xp = _pad(x, pads)
     cols = _columns(xp, kh, kw, xp.shape[1] - kh + 1, xp.shape[2] - kw + 1)
     return lax.dot_general(cols, kernel.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())))
 
@@ -184,7 +204,7 @@ def _kernel_grad(x, g, k_shape, geometry):
     pads, strides, dilation = geometry
     kh, kw, c_in, c_out = k_shape
     n, h, w = g.shape[:3]
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    xp = _pad(x, pads)
     over_nhw = (((0, 1, 2), (0, 1, 2)), ((), ()))
     if c_in * c_out <= _MAX_TAP_OUTPUTS and _columns_fit(n * h * w, k_shape, x.dtype):
         # One (taps * C_in, N*H*W) @ (N*H*W, C_out) product: a tap's small C_in x C_out

@@ -12,7 +12,11 @@ __all__ = ["into_backbone"]
 
 
 def into_backbone(
-    params: Mapping[str, Any], loaded: Mapping[str, Any], *, key: str = "backbone"
+    params: Mapping[str, Any],
+    loaded: Mapping[str, Any],
+    *,
+    key: str = "backbone",
+    collection: str = "params",
 ) -> Any:
     """A copy of ``params`` whose ``params[key]`` holds the arrays of ``loaded``.
 
@@ -30,6 +34,7 @@ def into_backbone(
         :func:`~fcnjax.weights.load_vgg16`, or ``variables["params"]`` or
         ``variables["batch_stats"]`` of :func:`~fcnjax.weights.load_resnet`.
       key: the backbone's submodule name.
+      collection: what ``params`` is (``"params"`` or ``"batch_stats"``), for messages.
 
     Returns:
       A new tree of the same type as ``params`` (``params`` itself is not modified), the
@@ -45,27 +50,27 @@ def into_backbone(
 
     new = _copy_dicts(params)
     if key not in new or not isinstance(new[key], dict):
-        raise ValueError(f"params has no backbone {key!r}; its keys are {sorted(new)}.")
+        raise ValueError(f"{collection} has no backbone {key!r}; its keys are {sorted(new)}.")
     problems: list[str] = []
-    _place(new[key], loaded, (), key, problems)
+    _place(new[key], loaded, (), f"{collection}[{key!r}]", problems)
     if problems:
         raise ValueError(
-            f"Cannot place the weights into params[{key!r}]:\n  - " + "\n  - ".join(problems)
+            f"Cannot place the weights into {collection}[{key!r}]:\n  - " + "\n  - ".join(problems)
         )
     return freeze(new) if isinstance(params, FrozenDict) else new
 
 
 def _place(
-    target: dict, loaded: Mapping[str, Any], path: tuple[str, ...], key: str, problems: list
+    target: dict, loaded: Mapping[str, Any], path: tuple[str, ...], root: str, problems: list
 ) -> None:
-    """Every array of ``loaded`` into ``target`` (at ``path`` under ``params[key]``)."""
-    where = f"params[{key!r}]" + "".join(f"[{p!r}]" for p in path)
+    """Every array of ``loaded`` into ``target`` (at ``path`` under ``root``)."""
+    where = root + "".join(f"[{p!r}]" for p in path)
     for name, value in loaded.items():
         at = "/".join((*path, name))
         old = target.get(name)
         if isinstance(value, Mapping):
             if isinstance(old, dict):
-                _place(old, value, (*path, name), key, problems)
+                _place(old, value, (*path, name), root, problems)
             else:
                 problems.append(f"{at}: not in {where}")
         elif old is None:
