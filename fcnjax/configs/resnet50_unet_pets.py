@@ -2,52 +2,20 @@
 
     fcnjax train --config resnet50_unet_pets --workdir /content/drive/MyDrive/resnet50_unet
 
-A U-Net decoder on an ImageNet ResNet-50 (torchvision's file, downloaded once into
-``~/.cache/fcnjax``), TFDS ``oxford_iiit_pet`` trimaps (pet / background / border,
-prepared without TensorFlow), 224x224 crops, global batch 64 over the 8 TPU cores,
-bfloat16 compute with float32 parameters, AdamW with warm-up and poly decay. The
-``runlocal`` variant keeps the full network and the ImageNet weights (a 98 MB download
-on first use, or ``--config.init.backbone_weights=/path/to/resnet50.pth``) on 32x32
-inputs.
+``fcn8s_pets``' recipe (TFDS ``oxford_iiit_pet`` trimaps prepared without TensorFlow,
+224x224 crops, global batch 64 over the 8 TPU cores, bfloat16 compute with float32
+parameters, AdamW with warm-up and poly decay) with a U-Net decoder on an ImageNet
+ResNet-50 (torchvision's file, downloaded once into ``~/.cache/fcnjax``). The
+``runlocal`` variant keeps the full network and the ImageNet weights (a 98 MB download on
+first use, or ``--config.init.backbone_weights=/path/to/resnet50.pth``) on 32x32 inputs.
 """
 
-from fcnjax.config import default_config
+from fcnjax.configs import fcn8s_pets
 
 
 def get_config(arg: str | None = None):
-    c = default_config()
+    c = fcn8s_pets.get_config(arg)
     c.model = dict(name="resnet50_unet", num_classes=3)
     c.init.backbone_weights = "imagenet"  # torchvision's resnet50-0676ba61.pth
-    c.data = dict(
-        name="tfds", dataset="oxford_iiit_pet", split="train", pet_classes=3, data_dir=None
-    )
-    c.eval_data = dict(split="test")
-    c.input.size = (224, 224)
-    c.input.mode = "crop"
-    c.input.scale_range = (0.75, 1.5)
-    c.input.flip = True
-    c.input.eval_mode = "resize"
     c.input.normalization = "backbone"
-    c.input.workers = 2
-    c.dtype = "bfloat16"  # TPU's native compute; parameters stay float32
-    c.batch_size = 64
-    c.num_epochs = 20
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 3e-4
-    c.optimizer.weight_decay = 1e-4
-    c.optimizer.schedule = "poly"
-    c.optimizer.warmup_steps = 100
-    c.log_every_steps = 20
-    c.checkpoint.every_steps = 250
-    if arg == "runlocal":
-        c.input.size = (32, 32)
-        c.dtype = "float32"
-        c.batch_size = 2
-        c.num_epochs = None
-        c.num_steps = 2
-        c.input.workers = 0
-        c.log_every_steps = 1
-        c.checkpoint.every_steps = 2
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; use 'runlocal' or nothing.")
     return c
