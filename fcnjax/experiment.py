@@ -301,9 +301,13 @@ def initial_params(
     batch_stats = jax.tree.map(np.asarray, jax.device_get(batch_stats or {}))
     if config.init.backbone_weights:
         loaded, _ = _backbone_weights(config)
-        params = _place(params, loaded["params"], "params")
+        # keras-segmentation's decoders read four levels: their encoders have no
+        # block5 or layer4, which the file has.
+        params = weights.into_backbone(params, loaded["params"], skip_unbuilt=True)
         if loaded.get("batch_stats"):
-            batch_stats = _place(batch_stats, loaded["batch_stats"], "batch_stats")
+            batch_stats = weights.into_backbone(
+                batch_stats, loaded["batch_stats"], collection="batch_stats", skip_unbuilt=True
+            )
     if config.init.from_workdir:
         source = Path(config.init.from_workdir) / "checkpoints"
         restored, step = ckpt.restore_state(source, None)
@@ -315,20 +319,6 @@ def initial_params(
                 f"{source} (step {step}) shares no parameter with this model."
             )
     return params, batch_stats
-
-
-def _place(tree: Any, loaded: Mapping[str, Any], what: str) -> Any:
-    """``tree`` (a model's params or batch_stats) with the loaded backbone layers put in.
-
-    Layers the model's encoder does not build are left out and logged: keras-segmentation's
-    decoders read four levels, so their encoders have no ``block5`` or ``layer4``.
-    """
-    backbone = tree.get("backbone")
-    unused = sorted(set(loaded) - set(backbone)) if isinstance(backbone, Mapping) else []
-    if unused:
-        log.info("the model does not use these layers of the backbone's %s: %s", what, unused)
-        loaded = {k: v for k, v in loaded.items() if k in backbone}
-    return weights.into_backbone(tree, loaded, collection=what)
 
 
 def _copy_matching(new: Any, old: Any, path: str = "") -> tuple[Any, int]:

@@ -559,3 +559,27 @@ def test_published_files_and_checksums(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="expected md5 4d473c1dd8becc155b73f8504c6f6626"):
         load_resnet(weights.KERAS_RESNET_URLS[50], cache_dir=tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())
+
+
+def test_into_backbone_skips_stages_the_encoder_does_not_build(tmp_path, resnet50_state, caplog):
+    # keras-segmentation's U-Net reads f1 ... f4: its ResNet-50 stops after layer3.
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "resnet50.safetensors"
+    save_file(resnet50_state, path)
+    variables, _, _ = load_resnet(path)
+    model = ResNet(50, width=WIDTH, stages=3)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 64, 64, 3)))
+    zeros = {"backbone": jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes["params"])}
+    with pytest.raises(ValueError, match="layer4_0: not in params"):
+        into_backbone(zeros, variables["params"])
+    with caplog.at_level("INFO", logger="fcnjax.weights"):
+        placed = into_backbone(zeros, variables["params"], skip_unbuilt=True)
+    assert "layer4_0" not in placed["backbone"] and "layer4_0" in caplog.text
+    np.testing.assert_array_equal(
+        placed["backbone"]["layer3_5"]["conv3"]["kernel"],
+        variables["params"]["layer3_5"]["conv3"]["kernel"],
+    )
+    with pytest.raises(ValueError, match="shape"):  # a misfit of a built layer still fails
+        small = {"layer1_0": {"conv1": {"kernel": np.zeros((1, 1, 3, 3))}}}
+        into_backbone(zeros, small, skip_unbuilt=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 
 __all__ = ["into_backbone"]
 
+log = logging.getLogger("fcnjax.weights")
+
 
 def into_backbone(
     params: Mapping[str, Any],
@@ -17,6 +20,7 @@ def into_backbone(
     *,
     key: str = "backbone",
     collection: str = "params",
+    skip_unbuilt: bool = False,
 ) -> Any:
     """A copy of ``params`` whose ``params[key]`` holds the arrays of ``loaded``.
 
@@ -35,6 +39,10 @@ def into_backbone(
         ``variables["batch_stats"]`` of :func:`~fcnjax.weights.load_resnet`.
       key: the backbone's submodule name.
       collection: what ``params`` is (``"params"`` or ``"batch_stats"``), for messages.
+      skip_unbuilt: leave out (and log) the layers of ``loaded`` that ``params[key]`` does
+        not have at all, for an encoder built only up to the level its decoder reads
+        (keras-segmentation's U-Net and SegNet: no VGG16 ``block5``, no ResNet
+        ``layer4``). Otherwise they are an error, like every other mismatch.
 
     Returns:
       A new tree of the same type as ``params`` (``params`` itself is not modified), the
@@ -51,6 +59,13 @@ def into_backbone(
     new = _copy_dicts(params)
     if key not in new or not isinstance(new[key], dict):
         raise ValueError(f"{collection} has no backbone {key!r}; its keys are {sorted(new)}.")
+    if skip_unbuilt:
+        unbuilt = sorted(set(loaded) - set(new[key]))
+        if unbuilt:
+            log.info(
+                "the model does not use these layers of the backbone's %s: %s", collection, unbuilt
+            )
+            loaded = {k: v for k, v in loaded.items() if k in new[key]}
     problems: list[str] = []
     _place(new[key], loaded, (), f"{collection}[{key!r}]", problems)
     if problems:
