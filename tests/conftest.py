@@ -58,6 +58,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def cheap_compiles():
+    """XLA without most optimisations for a module whose few steps are dominated by
+    compiling (use with ``pytestmark = pytest.mark.usefixtures("cheap_compiles")``);
+    restored after the module, and the executables compiled under it are dropped."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+    jax.clear_caches()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

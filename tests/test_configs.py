@@ -49,16 +49,8 @@ RNG = np.random.default_rng(0)
 PET_RECORDS = 4  # per split, from fcnjax.data.testing.pet_records
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_compiles():
-    # Compiling dominates these runs (XLA:CPU took 15.9 s for FCN-8s' train step, 7.2 s
-    # with this flag, 2 busy cores); a few steps need no optimised code. Restored after
-    # this module, and the executables compiled under it are dropped.
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-    jax.clear_caches()
+# Compiling dominates these runs (FCN-8s' train step: 15.9 s, 7.2 s without optimisations).
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
 
 def load(name: str, *overrides: str):

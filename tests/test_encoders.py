@@ -13,19 +13,13 @@ import pytest
 from fcnjax import models, tasks
 from fcnjax.models import EncoderSegNet, EncoderUNet, FCNResNet, backbone_mask
 from tests.test_models import count, rel_err, shapes_of
+from tests.test_weights import keras_vgg16
 
 IMAGE = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_compiles():
-    # Compiling dominates (a ResNet-50 training step at 1/16 width: 15 s): these few
-    # calls need no optimised code. Restored after this module (as tests/test_configs.py).
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
-    jax.clear_caches()
+# Compiling dominates (a ResNet-50 training step at 1/16 width: 15 s).
+pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
 
 # ------------------------------------------------------------------------------------
@@ -57,21 +51,10 @@ def keras_segmentation(decoder, levels, num_classes, width=1.0):
 
 
 def keras_vgg_levels(size, width):
-    """keras-segmentation's ``get_vgg_encoder`` (Keras' VGG16 layers), widths scaled."""
-    from keras import layers as kl
-
-    from fcnjax.models.vgg import VGG16_BLOCKS, scaled
-
-    inp = kl.Input((size, size, 3))
-    x, pools = inp, []
-    for b, widths in enumerate(VGG16_BLOCKS, 1):
-        for c, w in enumerate(widths, 1):
-            x = kl.Conv2D(
-                scaled(w, width), 3, padding="same", activation="relu", name=f"block{b}_conv{c}"
-            )(x)
-        x = kl.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
-        pools.append(x)
-    return inp, pools[:4]
+    """keras-segmentation's ``get_vgg_encoder``: Keras' VGG16 layers (widths scaled) and its
+    levels f1 ... f4, the outputs of ``block1_pool`` ... ``block4_pool``."""
+    net = keras_vgg16(width, (size, size, 3), top=False)
+    return net.input, [net.get_layer(f"block{b}_pool").output for b in range(1, 5)]
 
 
 def keras_resnet50_levels():
