@@ -22,13 +22,64 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "Checkpointer", "latest_step", "restore_state"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "latest_step",
+    "mismatches",
+    "restore_state",
+    "saved_shapes",
+]
 
 log = logging.getLogger("fcnjax.checkpoints")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or unreadable."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint of another network or optimizer than the one it is restored
+    into (:func:`mismatches` says how they differ)."""
+
+
+def _path(keys: tuple[Any, ...]) -> str:
+    """``params/upscore/kernel`` for a pytree path of dict keys, attributes and indices:
+    orbax's metadata tree and the state it was saved from give the same strings."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keys)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {_path(keys): tuple(getattr(leaf, "shape", ())) for keys, leaf in leaves}
+
+
+def mismatches(expected: Any, found: Any, limit: int = 4) -> list[str]:
+    """How the arrays of ``found`` (a checkpoint) differ from ``expected`` (what they are
+    restored into), by path: shapes, and arrays only one of them has; at most ``limit`` of
+    each kind, with a count of the rest. ``[]`` when they agree.
+
+    >>> import numpy as np
+    >>> mismatches({"w": np.zeros((3, 4)), "b": np.zeros(4)}, {"w": np.zeros((3, 5))})
+    ['w: (3, 5) in the checkpoint, (3, 4) here', 'not in the checkpoint: b']
+    """
+    want, have = _shapes(expected), _shapes(found)
+
+    def listed(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" * (len(items) > limit))
+
+    shapes = [
+        f"{k}: {have[k]} in the checkpoint, {want[k]} here"
+        for k in want
+        if k in have and have[k] != want[k]
+    ]
+    out = shapes[:limit] + [f"and {len(shapes) - limit} more shapes"] * (len(shapes) > limit)
+    if missing := [k for k in want if k not in have]:
+        out.append(f"not in the checkpoint: {listed(missing)}")
+    if extra := [k for k in have if k not in want]:
+        out.append(f"only in the checkpoint: {listed(extra)}")
+    return out
 
 
 def _unreadable(where: Path, error: Exception, advice: str = "") -> CheckpointError:
@@ -169,6 +220,21 @@ def latest_step(directory: str | Path) -> int | None:
         return None
     with _reader(directory) as m:
         return m.latest_step()
+
+
+def saved_shapes(directory: str | Path, step: int, item: str = "state") -> Any:
+    """The tree of array metadata (``.shape``, ``.dtype``) of a checkpoint's ``item``, read
+    without its arrays: what :func:`mismatches` compares before a restore.
+
+    Raises:
+      CheckpointError: the checkpoint's metadata cannot be read.
+    """
+    directory = Path(directory)
+    with _reader(directory) as m:
+        try:
+            return m.item_metadata(step)[item]
+        except Exception as e:  # orbax raises many types; all mean "cannot use it"
+            raise _unreadable(directory / str(step), e) from e
 
 
 def restore_state(directory: str | Path, target: Any, step: int | None = None) -> tuple[Any, int]:

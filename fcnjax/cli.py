@@ -1,6 +1,7 @@
 """``fcnjax`` commands. With no command, trains the offline default (the ``shapes_fcn8s`` config).
 
     fcnjax train --config NAME[:arg] --workdir DIR [key=value | --config.key=value ...]
+        [--overwrite]  # replace files of a run's output names that fcnjax did not write
     fcnjax evaluate --workdir DIR [--split test] [--checkpoint best]
     fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR
     fcnjax verify --config NAME [key=value | --config.key=value ...]
@@ -30,6 +31,7 @@ import argparse
 import errno
 import json
 import logging
+import re
 import signal
 import sys
 import traceback
@@ -57,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", required=True, help=CONFIG_HELP)
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and pictures")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --workdir with a run's output names that fcnjax did not write",
+    )
     ev = sub.add_parser("evaluate", help="FCN metrics of a trained workdir on a split")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default=None, help="default: the config's evaluation split")
@@ -120,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if extra and args.command not in ("train", "verify"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Importing fcnjax already gave the root logger a handler (orbax logs through absl at
+    # import, and absl then calls logging.basicConfig()), so basicConfig alone would do nothing
+    # and fcnjax's own lines would read "WARNING:fcnjax.train: ..." (INFO ones: never). That
+    # plain StreamHandler goes; other handlers (pytest's capture, a notebook's) stay, and then
+    # basicConfig leaves them be. Later imports (jax, orbax) find a handler and add none.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+        root.removeHandler(handler)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
     # orbax logs routine notes (read-only managers, items not asked for) as absl warnings.
@@ -144,17 +159,20 @@ def main(argv: list[str] | None = None) -> int:
 def _explain(error: BaseException) -> tuple[int | None, str]:
     """``(exit status, one line)`` for fcnjax's own errors and the user's files; ``(None,
     ...)`` for anything else."""
-    from fcnjax import checkpoints, train, workdir
+    from fcnjax import checkpoints, download, train, workdir
     from fcnjax import config as config_lib
     from fcnjax.data import DataError
 
     if isinstance(error, config_lib.ConfigError):
         return EXIT_USAGE, f"config error: {error}"
+    if isinstance(error, checkpoints.CheckpointMismatchError):  # the config changed
+        return EXIT_USAGE, str(error)
     if isinstance(error, workdir.WorkdirError):
         return EXIT_USAGE, f"--workdir {error.filename}: {error.strerror}."
     failed = (
         checkpoints.CheckpointError,
         DataError,
+        download.DownloadError,  # offline, or the server refused: names the URL
         train.NonFiniteLossError,
         workdir.WorkdirBusyError,
         ImportError,
@@ -164,8 +182,10 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         where = f" for {error.filename}" if error.filename else ""
         return EXIT_FAILED, f"no space left on the device{where}: {error.strerror}."
-    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if isinstance(error, OSError) and error.errno == errno.EROFS:
         return EXIT_USAGE, f"{error.filename or ''}: not writable ({error.strerror})."
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM):
+        return EXIT_USAGE, f"{error.filename or ''}: permission denied ({error.strerror})."
     usage = (FileNotFoundError, NotADirectoryError, FileExistsError, IsADirectoryError)
     if isinstance(error, (*usage, ValueError, TypeError)):  # also a model's or source's
         return EXIT_USAGE, str(error)  # own argument checks
@@ -184,7 +204,7 @@ def _run(args, overrides: list[str]) -> int:
         from fcnjax import train
 
         config = config_lib.load_config(args.config, overrides)
-        result = train.train_and_evaluate(config, args.workdir)
+        result = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
         step, at = result["step"], result["eval_step"]
         if result["eval"]:
             title = f"validation @ step {at}" + (f" (training stopped at {step})" * (at != step))
@@ -195,7 +215,7 @@ def _run(args, overrides: list[str]) -> int:
             + (f" (stopped by {stopped}; run again to resume)" if stopped else "")
         )
         return 128 + signal.Signals[stopped] if stopped else 0
-    from fcnjax import predict
+    from fcnjax import predict, workdir
 
     if args.command == "evaluate":
         results = predict.evaluate_segmentation(
@@ -204,8 +224,10 @@ def _run(args, overrides: list[str]) -> int:
         print(
             summary.format_table(results, f"{args.split or 'evaluation'} @ step {results['step']}")
         )
-        out = Path(args.workdir) / f"eval_{results.get('split') or 'default'}.json"
-        out.write_text(json.dumps(results, indent=2, default=str))
+        # A split is no file name: a folder source's "sub/dir", TFDS's "train[:10%]".
+        split = re.sub(r"[^A-Za-z0-9._-]", "_", str(results.get("split") or "default"))
+        text = json.dumps(results, indent=2, default=str)
+        workdir.write_text(args.workdir, f"eval_{split}.json", text)  # recorded as fcnjax's
         return 0
     # predict
     import numpy as np
@@ -213,12 +235,23 @@ def _run(args, overrides: list[str]) -> int:
     files = predict.image_files(args.input, "--input")
     plan = predict.plan_outputs(files, args.output, not args.no_overlay, args.overwrite)
     predictor = predict.load(args.workdir, args.checkpoint)
-    for path, out in plan.items():
-        mask = predict.predict_segmentation(
-            predictor, path, out, overlay=not args.no_overlay, overwrite=True
+    done = 0
+    try:
+        for path, out in plan.items():
+            mask = predict.predict_segmentation(
+                predictor, path, out, overlay=not args.no_overlay, overwrite=args.overwrite
+            )
+            done += 1
+            counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
+            print(f"{path} -> {out} (pixels per class: {counts})")
+    except KeyboardInterrupt:  # an image's files are written all or none (predict._write)
+        files = len(predict.output_files("x.png", not args.no_overlay))
+        print(
+            f"fcnjax predict: interrupted; {done} of {len(plan)} images were predicted "
+            f"({done * files} files in {args.output}), the rest were not.",
+            file=sys.stderr,
         )
-        counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
-        print(f"{path} -> {out} (pixels per class: {counts})")
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -94,15 +94,16 @@ def timeit(fn: Callable[..., Any], *args: Any, min_seconds: float = 0.2) -> floa
 
 
 def show(*images: Any, scale: int = 1) -> Any:
-    """Displays ``uint8`` arrays or PNG paths side by side (a PIL image; notebooks render it)."""
+    """Displays ``uint8`` arrays or image paths side by side (a PIL image; notebooks render
+    it); files are read as viewers show them (:func:`fcnjax.data.read_image`)."""
     from PIL import Image
 
     from fcnjax import viz
+    from fcnjax.data import read_image
 
     arrays = []
     for im in images:
         if isinstance(im, (str, Path)):
-            with Image.open(im) as f:
-                im = np.asarray(f.convert("RGB"))
+            im = read_image(im)
         arrays.append(np.kron(viz.to_uint8(im), np.ones((scale, scale, 1), np.uint8)))
     return Image.fromarray(viz.grid([arrays], pad=4) if len(arrays) > 1 else arrays[0])

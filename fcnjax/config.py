@@ -6,12 +6,10 @@ A config file defines ``get_config(arg=None)`` returning an ``ml_collections.Con
 an error, not a silently ignored setting. The recipes ship in :mod:`fcnjax.configs` and
 are chosen by name; any other config is given by the path of its file.
 
-Every field has a type, also those whose default is None (they are
-``ml_collections.config_dict.placeholder`` fields), and ConfigDict's own type safety
-keeps it: ``config.input.size = "64"`` is a TypeError. Overrides (``"key=value"``, from
-``fcnjax train ... --config.key=value`` or :func:`apply_overrides`) parse the value by the
-field's type, as ``ml_collections.config_flags`` parses ``--config.key=value``
-(:func:`parse_value`), and name the key and the type when it does not fit.
+Every field has a type, also those whose default is None (``placeholder`` fields), and
+ConfigDict keeps it: ``config.input.size = "64"`` is a TypeError. Overrides (``key=value``,
+from ``--config.key=value`` or :func:`apply_overrides`) parse the value by the field's type
+as ``ml_collections.config_flags`` does (:func:`parse_value`), naming key and type.
 
 >>> load_config("shapes_fcn8s:runlocal").num_steps
 4
@@ -47,7 +45,7 @@ from absl import flags as absl_flags
 from ml_collections.config_dict import placeholder
 from ml_collections.config_flags import tuple_parser
 
-from fcnjax import configs, optim
+from fcnjax import configs, models, optim
 
 __all__ = [
     "ConfigError",
@@ -262,20 +260,20 @@ def _tuples(value: Any) -> Any:
 
 
 def validate(config: ConfigDict) -> None:
-    """Checks keys and types against :func:`default_config` and the fixed choices; raises
-    ConfigError naming the key."""
+    """Checks keys and types against :func:`default_config`, the fixed choices and the model's
+    values (:func:`fcnjax.models.check_arguments`); raises ConfigError naming the key."""
     _check_keys(config, default_config(), "")
-    for key, choices in (("task", TASKS), ("parallel", PARALLEL), ("dtype", DTYPES)):
-        if config[key] not in choices:
-            raise ConfigError(f"`{key}` must be one of {choices}; got {config[key]!r}.")
-    if config.checkpoint.best_mode not in ("max", "min"):
-        raise ConfigError(
-            f"`checkpoint.best_mode` must be 'max' or 'min'; got {config.checkpoint.best_mode!r}."
-        )
-    if config.loss.reduction not in ("mean", "sum"):
-        raise ConfigError(
-            f"`loss.reduction` must be 'mean' or 'sum'; got {config.loss.reduction!r}."
-        )
+    for key, choices in (
+        ("task", TASKS),
+        ("parallel", PARALLEL),
+        ("dtype", DTYPES),
+        ("checkpoint.best_mode", ("max", "min")),
+        ("loss.reduction", ("mean", "sum")),
+    ):
+        section, _, field = key.rpartition(".")
+        value = (config[section] if section else config)[field]
+        if value not in choices:
+            raise ConfigError(f"`{key}` must be one of {choices}; got {value!r}.")
     initialize = config.distributed.initialize if config.distributed is not None else "auto"
     if not (initialize == "auto" or isinstance(initialize, bool)):
         raise ConfigError(
@@ -300,6 +298,8 @@ def validate(config: ConfigDict) -> None:
             )
     try:
         optim.check_options(config.optimizer.to_dict())
+        if isinstance(config.model, ConfigDict):
+            models.check_arguments(config.model.to_dict(), prefix="model.")
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

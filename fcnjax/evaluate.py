@@ -26,7 +26,7 @@ from fcnjax import data as data_lib
 from fcnjax import parallel, steps
 from fcnjax.tasks import Task
 
-__all__ = ["Evaluator", "evaluate"]
+__all__ = ["Evaluator", "check_sizes", "evaluate"]
 
 
 class Evaluator:
@@ -87,3 +87,83 @@ def evaluate(
     """One evaluation of host ``variables``: :class:`Evaluator` (same arguments) called once."""
     evaluator = Evaluator(model, source, transform, task, batch_size, placement, loader)
     return evaluator(evaluator.placement.place(variables))
+
+
+def check_sizes(
+    source: Any,
+    transform: data_lib.EvalTransform,
+    batch_size: int = 1,
+    *,
+    count: int | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> None:
+    """Raises :class:`~fcnjax.data.DataError` where ``transform`` cannot take the first
+    ``count`` (default: every) example of ``source`` in batches of ``batch_size``, so that
+    a run finds out before it trains rather than at its first evaluation.
+
+    Mode ``"pad"``: an image larger than ``transform.size`` (the message names the first,
+    its size, how many there are, and the size that fits them all). Mode ``"none"``
+    with batches of more than one: images of different sizes (a batch stacks them; one
+    at a time, any sizes work). ``"resize"`` takes anything.
+
+    Sizes are read without decoding where the source can (its ``image_size(i)``: a file
+    header, the annotations, the array's shape), else by decoding each example.
+    ``settings`` names the knobs in the message, e.g. ``{"size": "input.eval_size",
+    "mode": "input.eval_mode", "batch_size": "eval_batch_size"}`` (default: ``size``,
+    ``mode`` and ``batch_size``).
+
+    >>> import numpy as np
+    >>> from fcnjax import data
+    >>> source = data.NumpyArrays(np.zeros((2, 40, 48, 3), np.uint8), num_classes=None)
+    >>> check_sizes(source, data.EvalTransform((40, 48)))
+    >>> check_sizes(source, data.EvalTransform((32, 64)))
+    Traceback (most recent call last):
+    ...
+    fcnjax.data.core.DataError: <ndarray (2, 40, 48, 3)>[0]: 40x48 is larger than the \
+evaluation size 32x64 (2 of 2 larger); set `size` to at least (40, 64), or `mode` \
+to 'resize'.
+    """
+    mode = transform.mode
+    if mode == "resize" or (mode == "none" and batch_size <= 1):
+        return
+    names = {k: f"`{k}`" for k in ("size", "mode", "batch_size")}
+    names.update({k: f"`{v}`" for k, v in (settings or {}).items()})
+    n = len(source) if count is None else min(count, len(source))
+    sizes = [_image_size(source, i) for i in range(n)]
+    if not sizes:
+        return
+    fits = tuple(max(s[d] for s in sizes) for d in (0, 1))
+    if mode == "pad":
+        bound = transform.size
+        big = [i for i, s in enumerate(sizes) if s[0] > bound[0] or s[1] > bound[1]]
+        if big:
+            (h, w), first = sizes[big[0]], source.describe(big[0])
+            raise data_lib.DataError(
+                f"{first}: {h}x{w} is larger than the evaluation size {bound[0]}x{bound[1]} "
+                f"({len(big)} of {n} larger); set {names['size']} to at least "
+                f"({max(fits[0], bound[0])}, {max(fits[1], bound[1])}), or {names['mode']} to "
+                "'resize'."
+            )
+        return
+    other = next((i for i, s in enumerate(sizes) if s != sizes[0]), None)
+    if other is not None:
+        (h0, w0), (h, w) = sizes[0], sizes[other]
+        raise data_lib.DataError(
+            f"{names['mode']}='none' keeps every image's size, but evaluation batches of "
+            f"{batch_size} ({names['batch_size']}) stack images of one size, and they differ: "
+            f"{source.describe(0)} is {h0}x{w0}, {source.describe(other)} {h}x{w}. Set "
+            f"{names['batch_size']} to 1, or {names['mode']} to 'resize', or to 'pad' with "
+            f"{names['size']} at least {fits}."
+        )
+
+
+def _image_size(source: Any, index: int) -> tuple[int, int]:
+    """``(H, W)`` of example ``index``, without decoding it where the source can tell."""
+    read = getattr(source, "image_size", None)
+    if read is not None:
+        h, w = read(index)
+    elif isinstance(source, data_lib.Subset):  # what verify keeps: ask the source it wraps
+        return _image_size(source.source, int(source.indices[index]))
+    else:
+        h, w = source[index]["image"].shape[:2]
+    return int(h), int(w)

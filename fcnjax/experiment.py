@@ -24,7 +24,7 @@ import numpy as np
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
-from fcnjax import models, parallel, tasks, weights
+from fcnjax import evaluate, models, parallel, tasks, weights
 
 __all__ = [
     "Run",
@@ -92,6 +92,8 @@ def build(
 
     Raises:
       ConfigError: no model name, or classes or class weights that do not agree.
+      DataError: bad data, or examples that evaluation cannot take
+        (:func:`fcnjax.evaluate.check_sizes`).
       ValueError: ``info`` lacks a key training writes.
     """
     if info is not None:
@@ -108,7 +110,10 @@ def build(
     task = _task(config, described, train_source, info, with_train or with_eval)
     model = _model(config, task)
     preprocessing = _preprocessing(config, info)
+    if with_train and info is None and config.init.backbone_weights:
+        _backbone_weights(config)  # a bad file stops the run before anything compiles (cached)
     train_transform, eval_transform = _transforms(config, preprocessing)
+    _check_eval_sizes(config, train_source, eval_source, eval_transform, with_train)
     if reference is None:
         example_shape = tuple(info["example_shape"])
         names = info["class_names"]
@@ -239,6 +244,19 @@ def _transforms(config, preprocessing):
         size=inp.eval_size or inp.size, mode=inp.eval_mode, normalization=normalization
     )
     return train, evaluation
+
+
+def _check_eval_sizes(config, train_source, eval_source, transform, training: bool) -> None:
+    """Before a run trains: evaluation can take every validation example (in
+    ``eval_batch_size`` batches when training; the evaluate command sets its own), and the
+    pictures the first training examples when there is no validation source."""
+    settings = dict(size="input.eval_size", mode="input.eval_mode", batch_size="eval_batch_size")
+    if eval_source is not None:
+        batch_size = (config.eval_batch_size or config.batch_size) if training else 1
+        evaluate.check_sizes(eval_source, transform, batch_size, settings=settings)
+    elif train_source is not None:
+        count = config.outputs.num_examples
+        evaluate.check_sizes(train_source, transform, count=count, settings=settings)
 
 
 @functools.lru_cache(maxsize=2)

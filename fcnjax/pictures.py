@@ -36,11 +36,20 @@ def segmentation(
     outputs: Mapping[str, Any],
 ) -> list[Path]:
     """``predictions.png``: the first ``outputs['num_examples']`` examples as image |
-    ground truth | prediction, predictions at each image's own size."""
+    ground truth | prediction, predictions at each image's own size.
+
+    The examples may differ in size (``transform.mode="none"``): those of one size go
+    through the model together."""
     n = min(outputs["num_examples"], len(source))
     raws = [source[i] for i in range(n)]
-    images = np.stack([transform(raw, source.describe(i))["image"] for i, raw in enumerate(raws)])
-    scores = np.asarray(jax.jit(functools.partial(model.apply, train=False))(variables, images))
+    images = [transform(raw, source.describe(i))["image"] for i, raw in enumerate(raws)]
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    scores = [None] * n
+    for shape in dict.fromkeys(image.shape for image in images):
+        same = [i for i, image in enumerate(images) if image.shape == shape]
+        batch = np.asarray(apply(variables, np.stack([images[i] for i in same])))
+        for i, out in zip(same, batch):
+            scores[i] = out
     predictions = []
     for raw, out in zip(raws, scores):
         h, w = raw["image"].shape[:2]

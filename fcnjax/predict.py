@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,12 @@ from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
 from fcnjax import evaluate, experiment, viz
-from fcnjax.data.core import IMAGE_EXTENSIONS, read_image
+from fcnjax import workdir as workdir_lib
+from fcnjax.data.core import IMAGE_EXTENSIONS, some
+from fcnjax.data.images import image_size, read_image
 from fcnjax.ops import resize_logits
+
+log = logging.getLogger("fcnjax.predict")
 
 __all__ = [
     "Predictor",
@@ -57,9 +62,24 @@ class Predictor:
     def num_classes(self) -> int:
         return self.run.task.num_classes
 
+    @property
+    def channels(self) -> int:
+        """The image channels the model was trained on (3: RGB, 1: greyscale)."""
+        return int(self.run.example_shape[-1])
+
     def logits(self, image: np.ndarray) -> np.ndarray:
-        """``uint8 (H, W, C)`` -> ``float32 (H, W, K)`` at the image's own size."""
+        """``uint8 (H, W, C)`` -> ``float32 (H, W, K)`` at the image's own size.
+
+        Raises ValueError unless ``C`` is :attr:`channels` (``(H, W)`` for greyscale too).
+        """
         image = np.asarray(image)
+        if image.ndim == 2 and self.channels == 1:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] != self.channels:
+            raise ValueError(
+                f"the model of {self.workdir} takes images of {self.channels} channel(s), "
+                f"(H, W, {self.channels}); got an array of shape {image.shape}."
+            )
         h, w = image.shape[:2]
         transform = self.run.eval_transform
         if transform.mode == "resize":
@@ -106,6 +126,15 @@ def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predict
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
+    # Flax applies a model to parameters it does not use without a word: another network's
+    # checkpoint must be refused here, not evaluated.
+    expected = jax.eval_shape(run.model.init, jax.random.key(0), jnp.zeros(run.example_shape))
+    problems = ckpt.mismatches(expected, variables)
+    if problems:
+        raise ckpt.CheckpointError(
+            f"{directory / str(step)} holds another network than {workdir / 'config.json'} "
+            f"builds ({'; '.join(problems)}): the workdir's config and checkpoint disagree."
+        )
     variables = jax.tree.map(jnp.asarray, variables)
     return Predictor(config, run, variables, step, workdir)
 
@@ -177,7 +206,7 @@ def _nothing_lost(outputs: list[Path], inputs: list[Path], overwrite: bool) -> N
     inputs_hit = [str(f) for f in outputs if f.resolve() in resolved]
     if inputs_hit:
         raise ValueError(f"the outputs would replace input images: {', '.join(inputs_hit)}.")
-    existing = [str(f) for f in outputs if f.exists()]
+    existing = [str(f) for f in outputs if os.path.lexists(f)]  # a dangling link too
     if existing and not overwrite:
         shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" * (len(existing) > 5))
         raise FileExistsError(
@@ -186,12 +215,34 @@ def _nothing_lost(outputs: list[Path], inputs: list[Path], overwrite: bool) -> N
         )
 
 
-def _write(mask: np.ndarray, image: np.ndarray, out: Path, overlay: bool, colours) -> list[Path]:
+def _write(
+    mask: np.ndarray, image: np.ndarray, out: Path, overlay: bool, colours, overwrite: bool
+) -> list[Path]:
+    """The index, colour and overlay PNGs of one image, all or none: each created
+    exclusively unless ``overwrite`` (:func:`fcnjax.workdir.write_new`), so that another
+    run writing the same names at the same time, or a link planted there, fails instead of
+    being replaced or written through."""
     index, colour, *blend = output_files(out, overlay)
-    written = [viz.save_png(index, mask, colours)]  # palette PNG: pixel values are classes
-    written.append(viz.save_png(colour, viz.colorize(mask, colours)))
+    pictures = {index: viz.png_bytes(mask, colours)}  # palette PNG: pixel values are classes
+    pictures[colour] = viz.png_bytes(viz.colorize(mask, colours))
     if blend:
-        written.append(viz.save_png(blend[0], viz.overlay(image, mask, 0.5, colours)))
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        pictures[blend[0]] = viz.png_bytes(viz.overlay(image, mask, 0.5, colours))
+    index.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for path, data in pictures.items():
+            written.append(workdir_lib.write_new(path, data, replace=overwrite))
+    except FileExistsError:
+        raise FileExistsError(
+            f"{path} appeared while predicting (another run writing the same output folder?); "
+            "it was not replaced. Pass --overwrite (overwrite=True) to replace it."
+        ) from None
+    except BaseException:  # an interrupted image leaves none of its files
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise
     return written
 
 
@@ -219,10 +270,13 @@ def predict_segmentation(
         inputs = [] if isinstance(inp, np.ndarray) else [Path(inp)]
         _nothing_lost(output_files(out_fname, overlay), inputs, overwrite)
     predictor = _predictor(workdir, checkpoint)
-    image = read_image(inp) if not isinstance(inp, np.ndarray) else np.asarray(inp)
+    if isinstance(inp, np.ndarray):
+        image = np.asarray(inp)
+    else:  # converted as training converted it: RGB, or greyscale for a 1-channel model
+        image = read_image(inp, channels=predictor.channels)
     mask = predictor(image)
     if out_fname is not None:
-        _write(mask, image, Path(out_fname), overlay, None)
+        _write(mask, image, Path(out_fname), overlay, None, overwrite)
     return mask
 
 
@@ -248,7 +302,7 @@ def predict_multiple(
     plan = plan_outputs(image_files(inp_dir, "inp_dir"), out_dir, overlay, overwrite)
     predictor = _predictor(workdir, checkpoint)
     return {
-        p.name: predict_segmentation(predictor, p, out, overlay, overwrite=True)
+        p.name: predict_segmentation(predictor, p, out, overlay, overwrite=overwrite)
         for p, out in plan.items()
     }
 
@@ -298,18 +352,33 @@ def evaluate_segmentation(
 
 
 def image_files(path: str | os.PathLike[str], what: str = "--input") -> list[Path]:
-    """``path`` itself if it is an image file, else the images in the directory ``path``.
+    """``path`` itself if it is a file, else the files in the directory ``path`` whose names
+    end with an image extension (hidden ones and names such as ``..png`` too), sorted.
 
-    Raises FileNotFoundError, naming the argument ``what``, when there are none.
+    Entries named like images that are not files (a folder ``dir.png/``) are skipped with a
+    warning naming them. Every file's header is checked here, so that a file that is not an
+    image (or a decompression bomb) stops a prediction before it writes anything.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist or holds no image files (names ``what``).
+      DataError: a file is not an image Pillow reads; names the file.
     """
     path = Path(path)
     if path.is_file():
-        return [path]
-    if not path.is_dir():
+        files = [path]
+    elif not path.is_dir():
         raise FileNotFoundError(f"`{what}` {path} is neither an image file nor a directory.")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        # By name, not Path.suffix: pathlib gives ".png" no suffix, and it is a PNG file.
+        named = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_EXTENSIONS))
+        files = [p for p in named if p.is_file()]
+        others = [p.name for p in named if not p.is_file()]
+        if others:
+            log.warning("%s: skipping %s: named like images but not a file.", path, some(others))
     if not files:
         raise FileNotFoundError(
             f"`{what}` {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
         )
+    for f in files:
+        image_size(f)  # the header: a file that is no image stops before any output
     return files

@@ -24,6 +24,8 @@ import tqdm.auto
 import tqdm.autonotebook  # after tqdm.auto, which imports it with its warning silenced
 import tqdm.std
 
+from fcnjax.workdir import write_atomic
+
 if TYPE_CHECKING:
     import tensorboardX
 
@@ -47,10 +49,16 @@ class JsonlWriter:
     Values are converted with ``float`` (NumPy and JAX scalars included). NaN and infinities
     are written as ``null``, so that every line is strict JSON (Python's default would write
     the non-standard ``NaN`` literal, which other JSON readers reject). Each line is flushed.
+
+    With ``resume_step`` (a resumed run's checkpoint step), the records of later steps, which a
+    killed run wrote past its last checkpoint and the resumed run writes again, are removed
+    first (:func:`drop_after`), so that every step appears once.
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], resume_step: int | None = None):
         self.path = os.fspath(path)
+        if resume_step is not None:
+            drop_after(self.path, resume_step)
         self._file = open(self.path, "a+b")
         # A killed writer can leave a cut-off last line: start on a fresh one.
         if self._file.tell() > 0:
@@ -74,6 +82,40 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def drop_after(path: str | os.PathLike[str], step: int) -> int:
+    """Removes the records of steps after ``step`` from a JSON-lines file; returns how many.
+
+    A last line cut short by a killed run goes too; other lines that are not records (none
+    that fcnjax writes) are kept as they are. The file is replaced atomically
+    (:func:`fcnjax.workdir.write_atomic`): a kill leaves either the old file or the new.
+    Nothing is written when nothing is removed, or when the file does not exist.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except FileNotFoundError:
+        return 0
+    if lines[-1] == b"":
+        lines.pop()  # after the last newline
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+            if i == len(lines) - 1:
+                continue  # cut off by a kill
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            if record["step"] > step:
+                continue
+        kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        write_atomic(path, b"".join(line + b"\n" for line in kept))
+    return dropped
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -142,9 +184,21 @@ class MetricWriter:
     written by ``tensorboardX.SummaryWriter`` in a thread of its own and flushed every
     :data:`FLUSH_SECS`; ``close`` writes the rest. With ``enabled=False`` nothing is created or
     written: pass ``enabled=jax.process_index() == 0`` so that only one host logs.
+
+    ``resume_step`` is the step a run starts from (its checkpoint's; 0 for a fresh start): what
+    an earlier run logged after it (a killed run logs past its last checkpoint, and the resumed
+    run logs those steps again) is removed from ``metrics.jsonl`` and hidden from TensorBoard
+    (``purge_step``: TensorBoard drops the events of steps after ``resume_step`` that it read
+    from older files).
     """
 
-    def __init__(self, workdir: str | os.PathLike[str], enabled: bool = True):
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        enabled: bool = True,
+        *,
+        resume_step: int | None = None,
+    ):
         self.enabled = enabled
         self.jsonl: JsonlWriter | None = None
         self.events: tensorboardX.SummaryWriter | None = None
@@ -155,12 +209,15 @@ class MetricWriter:
             import tensorboardX
 
             os.makedirs(workdir, exist_ok=True)
-            self.jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+            self.jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step)
             # tensorboardX names the file by the second and the host only, and would truncate
             # another writer's file started in the same second (a quick restart, a test).
             suffix = f".{os.getpid()}.{next(_event_files)}.fcnjax"
             self.events = tensorboardX.SummaryWriter(
-                os.path.join(workdir, "tensorboard"), flush_secs=FLUSH_SECS, filename_suffix=suffix
+                os.path.join(workdir, "tensorboard"),
+                purge_step=None if resume_step is None else resume_step + 1,
+                flush_secs=FLUSH_SECS,
+                filename_suffix=suffix,
             )
 
     def write(self, step: int, values: Mapping[str, Any], prefix: str = "train") -> None:

@@ -109,14 +109,20 @@ class _Signals:
             signal.signal(sig, handler)
 
 
-def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str, Any]:
+def train_and_evaluate(
+    config: Any, workdir: str | os.PathLike[str], *, overwrite: bool = False
+) -> dict[str, Any]:
     """Trains (resuming from ``workdir`` when it holds a checkpoint) and evaluates.
 
     Writes to ``workdir``: ``config.json``, ``run_info.json`` (the task, classes, class
     weights, input shape and normalisation, so that evaluation and prediction need neither
     the training data nor the backbone's weights), ``checkpoints/`` (latest K) and
     ``best/``, ``metrics.jsonl`` and TensorBoard events in ``tensorboard/``,
-    ``final_metrics.json``, and the task's pictures (:mod:`fcnjax.pictures`).
+    ``final_metrics.json``, and the task's pictures (:mod:`fcnjax.pictures`); it records
+    them in ``.fcnjax_written.json`` (:mod:`fcnjax.workdir`). Files of those names that
+    fcnjax did not write there are replaced only with ``overwrite``. Nothing is written
+    before the run is accepted: the data read, the config valid, and the checkpoint it
+    resumes from (if any) of the same network and optimizer.
 
     Returns a dict with ``step``, ``train_loss``, ``eval`` (the last validation metrics:
     ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``, ``frequency_weighted_iou``,
@@ -128,6 +134,9 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
       NonFiniteLossError: the loss became NaN/inf (the step is in the message); the last
         checkpoint before it is kept.
       CheckpointError: a checkpoint in ``workdir`` (or ``init.from_workdir``) is unreadable.
+      CheckpointMismatchError: ``workdir``'s checkpoint holds another network or optimizer
+        than ``config`` builds (the message names the config's changes and the arrays).
+      ForeignFilesError: ``workdir`` holds outputs' names fcnjax did not write there.
       ConfigError: an invalid config, or a model whose classes are not the data's.
       WorkdirBusyError: another run holds ``workdir`` (:func:`fcnjax.workdir.claim`).
       WorkdirError: ``workdir`` is a file or not writable.
@@ -141,14 +150,16 @@ def train_and_evaluate(config: Any, workdir: str | os.PathLike[str]) -> dict[str
     # into XLA, during which Python's KeyboardInterrupt can even be swallowed by a garbage
     # collection callback) stops the run before its first step.
     with workdir_lib.claim(workdir) if primary else contextlib.nullcontext(), _Signals() as sig:
-        return _train_and_evaluate(config, workdir, primary, sig)
+        return _train_and_evaluate(config, workdir, primary, sig, overwrite)
 
 
-def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals) -> dict:
+def _train_and_evaluate(
+    config, workdir: Path, primary: bool, signals: _Signals, overwrite: bool
+) -> dict:
     start_time = time.perf_counter()
     run = experiment.build(config)  # reads (and verifies) the data before the workdir changes
     if primary:
-        _record(config, run, workdir)
+        workdir_lib.check_no_foreign_files(workdir, overwrite)
     task = run.task
     if run.eval_source is not None and config.checkpoint.best_metric not in task.metric_names:
         raise config_lib.ConfigError(
@@ -170,9 +181,13 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
             experiment.loader_options(config),
         )
     total = experiment.total_steps(config, run.train_source)
+    state = _initial_state(config, run, placement, total)
+    _check_resumable(config, run, workdir, state)
     loop = _Loop(config, run, placement, evaluator, total, workdir, primary)
     try:
-        loop.start(_initial_state(config, run, placement, total))
+        loop.start(state)
+        if primary:  # the run is accepted: the restore worked, or it starts afresh
+            _record(config, run, workdir)
         loop.train_until_done(signals)
         result = loop.finish(start_time)
     finally:
@@ -182,19 +197,67 @@ def _train_and_evaluate(config, workdir: Path, primary: bool, signals: _Signals)
             variables = placement.fetch(loop.state.variables())
             source = run.eval_source if run.eval_source is not None else run.train_source
             outputs = config.outputs.to_dict()
-            task.write_pictures(run.model, variables, source, run.eval_transform, workdir, outputs)
-        (workdir / "final_metrics.json").write_text(
-            json.dumps(experiment.jsonable(result), indent=2)
-        )
+            written = task.write_pictures(
+                run.model, variables, source, run.eval_transform, workdir, outputs
+            )
+            workdir_lib.record(workdir, written)
+        text = json.dumps(experiment.jsonable(result), indent=2)
+        workdir_lib.write_text(workdir, "final_metrics.json", text)
     return result
 
 
 def _record(config: ml_collections.ConfigDict, run: experiment.Run, workdir: Path) -> None:
-    """``config.json`` (an older, different one kept aside) and ``run_info.json``."""
+    """``config.json`` (an older, different one kept aside), ``run_info.json``, and the
+    logs and checkpoint directories as fcnjax's (:func:`fcnjax.workdir.record`)."""
     kept = workdir_lib.keep_config(workdir, experiment.config_json(config))
     if kept is not None:
         log.warning("the config differs from the workdir's; the old one is kept as %s", kept)
-    (workdir / "run_info.json").write_text(json.dumps(run.info(), indent=2))
+    workdir_lib.write_text(workdir, "run_info.json", json.dumps(run.info(), indent=2))
+    workdir_lib.record(workdir, ["checkpoints", "best", "metrics.jsonl", "tensorboard"])
+
+
+def _check_resumable(config, run: experiment.Run, workdir: Path, state: TrainState) -> None:
+    """Raises CheckpointMismatchError, before anything is written, when the checkpoint the
+    run would resume from holds another network or optimizer than ``config`` builds: its
+    metadata against the fresh state, array by array, plus what changed in the config."""
+    directory = workdir / "checkpoints"
+    step = ckpt.latest_step(directory)
+    if step is None:
+        return
+    saved = ckpt.saved_shapes(directory, step)
+    network = ("params", "batch_stats")  # named first: the optimizer's moments mirror them
+    problems = ckpt.mismatches(
+        {k: getattr(state, k) for k in network}, {k: saved.get(k) for k in network}
+    ) or ckpt.mismatches(state, saved)
+    if not problems:
+        return
+    raise ckpt.CheckpointMismatchError(
+        f"cannot resume from {directory / str(step)}: it holds another network or optimizer "
+        f"than this config builds ({'; '.join(_changes(config, run, workdir) + problems)}). "
+        f"The checkpoint is intact and nothing in {workdir} was changed: train this config in "
+        f"another --workdir, or resume with the workdir's own config ({workdir / 'config.json'})."
+    )
+
+
+def _changes(config, run: experiment.Run, workdir: Path) -> list[str]:
+    """``key: old -> new`` for the model's and optimizer's settings and the classes that
+    differ from the workdir's ``config.json`` and ``run_info.json``."""
+    try:
+        old = json.loads((workdir / "config.json").read_text())
+        old_info = json.loads((workdir / "run_info.json").read_text())
+    except (OSError, ValueError):
+        return []
+    new = json.loads(experiment.config_json(config))
+    out = []
+    for section in ("model", "optimizer"):
+        before, after = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                out.append(f"{section}.{key}: {before.get(key)!r} -> {after.get(key)!r}")
+    was, now = old_info.get("num_classes"), run.info().get("num_classes")
+    if was != now:
+        out.append(f"classes: {was} -> {now}")
+    return out
 
 
 def _initial_state(config, run: experiment.Run, placement, total: int) -> TrainState:
@@ -251,7 +314,8 @@ class _Loop:
             asynchronous=config.checkpoint.asynchronous,
             best_mode=config.checkpoint.best_mode,
         )
-        self.writer = summary.MetricWriter(self.workdir, enabled=self.primary)
+        # Opened by start(), once the step the run continues from is known.
+        self.writer = summary.MetricWriter(self.workdir, enabled=False)
         self.schedule = optim.step_schedule(config.optimizer.to_dict(), self.total)
         self.state: Any = None
         self.step = 0
@@ -274,6 +338,10 @@ class _Loop:
         self.step = int(jax.device_get(state.step.addressable_data(0)))
         self.last_saved = self.step or None
         self.state = self.placement.place(state)
+        # What a killed run logged after its last checkpoint is logged again from here.
+        self.writer = summary.MetricWriter(
+            self.workdir, enabled=self.primary, resume_step=self.step
+        )
 
     def train_until_done(self, signals: _Signals) -> None:
         """Steps until ``total`` or a signal; the step is dispatched, the host waits only
@@ -345,7 +413,8 @@ class _Loop:
         self._check_losses()
         results = self.evaluator(self.state.variables())
         self.eval_results, self.eval_step = results, self.step
-        self.writer.write(self.step, results, "eval")
+        if self.step != self.last_saved or not self._eval_logged():
+            self.writer.write(self.step, results, "eval")
         self.progress.write(_eval_line(self.step, results))
         metric = self.config.checkpoint.best_metric
         value, best = results[metric], self.best
@@ -354,6 +423,16 @@ class _Loop:
             self.best = {"step": self.step, "value": float(value), "metric": metric}
             meta = {"step": self.step, "best": self.best}
             self.checkpointer.save_best(self.step, self.placement.unplace(self.state), meta)
+
+    def _eval_logged(self) -> bool:
+        """Whether ``metrics.jsonl`` holds an evaluation of this step already: a finished
+        run, run again, evaluates its last step again (logged once, unless the run that
+        saved it was killed before evaluating it)."""
+        path = self.workdir / "metrics.jsonl"
+        records = summary.read_jsonl(path) if path.is_file() else []
+        return any(
+            r["step"] == self.step and any(k.startswith("eval/") for k in r) for r in records
+        )
 
     def finish(self, start_time: float) -> dict[str, Any]:
         """Waits for the checkpoints; the run's result (see :func:`train_and_evaluate`)."""

@@ -20,6 +20,7 @@ plots with axes, :func:`scatter` and the training curves of :func:`plot_metrics`
 from __future__ import annotations
 
 import colorsys
+import io
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "palette",
     "plot_metrics",
     "read_metrics",
+    "png_bytes",
     "save_png",
     "scatter",
     "scatter_figure",
@@ -179,10 +181,9 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2) -> np.ndarray:
     return out
 
 
-def save_png(path: str | Path, image: np.ndarray, colours: np.ndarray | None = None) -> Path:
-    """Writes ``uint8 (H, W, 3)`` as RGB, or ``(H, W)`` class indices as a palette PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def png_bytes(image: np.ndarray, colours: np.ndarray | None = None) -> bytes:
+    """``uint8 (H, W, 3)`` as an RGB PNG file's bytes, or ``(H, W)`` class indices as a
+    palette PNG's (``colours``: the palette, default :func:`palette`)."""
     image = np.asarray(image)
     if image.ndim == 2:
         im = Image.fromarray(image.astype(np.uint8), mode="P")
@@ -190,7 +191,16 @@ def save_png(path: str | Path, image: np.ndarray, colours: np.ndarray | None = N
         im.putpalette(pal.ravel().tolist())
     else:
         im = Image.fromarray(to_uint8(image))
-    im.save(path)
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray, colours: np.ndarray | None = None) -> Path:
+    """Writes ``uint8 (H, W, 3)`` as RGB, or ``(H, W)`` class indices as a palette PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(image, colours))
     return path
 
 

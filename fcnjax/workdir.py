@@ -1,4 +1,12 @@
-"""A training run's claim on its workdir: one run at a time, and every earlier config kept.
+"""A training run's claim on its workdir: one run at a time, every earlier config kept, and
+nothing replaced that fcnjax did not write there.
+
+fcnjax records what it writes in a workdir in ``.fcnjax_written.json`` (each file's
+SHA-256, each directory or log it appends to). A file with one of the names a run writes
+(``run_info.json``, ``predictions.png``, ...) that is not recorded there with its current
+content, say a user's own picture or a ``run_info.json`` copied from another run, is
+*foreign*: :func:`foreign_files` names it, and training refuses to replace it unless told to
+(``fcnjax train --overwrite``).
 
 >>> import tempfile
 >>> wd = Path(tempfile.mkdtemp()) / "run"
@@ -19,16 +27,54 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import re
-from collections.abc import Iterator
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import filelock
 
-__all__ = ["LOCK_NAME", "WorkdirBusyError", "WorkdirError", "claim", "keep_config"]
+__all__ = [
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "RUN_OUTPUTS",
+    "ForeignFilesError",
+    "WorkdirBusyError",
+    "WorkdirError",
+    "claim",
+    "check_no_foreign_files",
+    "foreign_files",
+    "keep_config",
+    "record",
+    "write_atomic",
+    "write_new",
+    "write_text",
+]
 
 LOCK_NAME = ".lock"
+MANIFEST_NAME = ".fcnjax_written.json"
+# What a training run may write at the top of its workdir (every task's pictures included);
+# directories and appended logs are recorded by name only, files by their content.
+# (``config.json`` is not among them: a different one is kept as config.old.N.json.)
+RUN_OUTPUTS = (
+    "run_info.json",
+    "final_metrics.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "best",
+    "tensorboard",
+    "predictions.png",
+    "reconstructions.png",
+    "latent.npz",
+    "latent.png",
+    "latent_grid.png",
+    "decoded.png",
+)
+_APPENDED = ("metrics.jsonl",)  # grows while fcnjax writes it: recorded by name
 
 
 class WorkdirError(OSError):
@@ -37,6 +83,11 @@ class WorkdirError(OSError):
 
 class WorkdirBusyError(RuntimeError):
     """Another run holds the workdir."""
+
+
+class ForeignFilesError(FileExistsError):
+    """The workdir holds files with the names of a run's outputs that fcnjax did not write
+    there (:func:`foreign_files`)."""
 
 
 def _usable(workdir: Path) -> None:
@@ -96,6 +147,131 @@ def keep_config(workdir: str | os.PathLike[str], text: str) -> Path | None:
             if (m := re.fullmatch(r"config\.old\.(\d+)\.json", p.name))
         ]
         kept = workdir / f"config.old.{max(numbers, default=0) + 1}.json"
-        current.replace(kept)
-    current.write_text(text)
+        current.replace(kept)  # a fresh number: under the claim, nothing else writes it
+        record(workdir, [kept.name])
+    write_text(workdir, "config.json", text)
     return kept
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(workdir: Path) -> dict[str, str]:
+    try:
+        entries = json.loads((workdir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):  # none yet, or cut off by a kill: nothing is vouched for
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """``data`` as ``path``, complete or not at all: written to a temporary file beside it
+    (synced) and renamed over it, so a kill leaves the old file or the new. A symbolic link
+    standing there is replaced, never written through; a file's permissions are kept."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open applies the umask, as a plain open() would (mkstemp's files are 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.is_file() and not path.is_symlink():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_new(path: str | os.PathLike[str], data: bytes, *, replace: bool = False) -> Path:
+    """Writes ``data`` as a new file ``path``: created exclusively (``O_EXCL``), so that an
+    existing file, a symbolic link (dangling or not) or a file another process creates at
+    the same moment is never replaced or written through; FileExistsError instead. With
+    ``replace``, a complete file is renamed over whatever stands there (a link itself is
+    replaced, never followed). A write cut short (an error, Ctrl-C) leaves no partial file.
+    """
+    path = Path(path)
+    if replace:
+        write_atomic(path, data)
+        return path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+def record(workdir: str | os.PathLike[str], names: Iterable[str | os.PathLike[str]]) -> None:
+    """Records ``names`` (paths in ``workdir``, or relative to it) as written by fcnjax:
+    a file by its content, a directory or appended log by its name."""
+    workdir = Path(workdir)
+    with filelock.FileLock(workdir / f"{MANIFEST_NAME}.lock"):
+        entries = _manifest(workdir)
+        for name in names:
+            path = workdir / Path(name).name
+            if path.is_dir() or path.name in _APPENDED:
+                entries[path.name] = "written"
+            elif path.is_file():
+                entries[path.name] = _digest(path)
+        text = json.dumps(dict(sorted(entries.items())), indent=1)
+        write_atomic(workdir / MANIFEST_NAME, text.encode())
+
+
+def write_text(workdir: str | os.PathLike[str], name: str, text: str) -> Path:
+    """Writes ``workdir/name`` atomically and records it (:func:`record`)."""
+    path = Path(workdir) / name
+    write_atomic(path, text.encode())
+    record(workdir, [name])
+    return path
+
+
+def foreign_files(workdir: str | os.PathLike[str], names: Iterable[str] = RUN_OUTPUTS) -> list[str]:
+    """Which of ``names`` stand in ``workdir`` without fcnjax having written them there:
+    not in its record, or (files) with other content than it wrote.
+
+    >>> import tempfile
+    >>> wd = Path(tempfile.mkdtemp())
+    >>> _ = write_text(wd, "run_info.json", "{}")
+    >>> _ = (wd / "predictions.png").write_bytes(b"a user's own picture")
+    >>> foreign_files(wd)
+    ['predictions.png']
+    >>> _ = (wd / "run_info.json").write_text('{"edited": 1}')
+    >>> foreign_files(wd)
+    ['run_info.json', 'predictions.png']
+    """
+    workdir = Path(workdir)
+    entries = _manifest(workdir)
+    foreign = []
+    for name in names:
+        path = workdir / name
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink() or name not in entries:
+            foreign.append(name)
+        elif not (path.is_dir() or name in _APPENDED) and (
+            not path.is_file() or entries[name] != _digest(path)
+        ):
+            foreign.append(name)
+    return foreign
+
+
+def check_no_foreign_files(workdir: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Raises :class:`ForeignFilesError` naming what a run would replace that fcnjax did not
+    write there, unless ``overwrite``."""
+    foreign = foreign_files(workdir)
+    if foreign and not overwrite:
+        raise ForeignFilesError(
+            f"--workdir {workdir} holds {', '.join(foreign)}, which fcnjax did not write there "
+            "and a training run would replace; move them away, choose another --workdir, or "
+            "pass --overwrite (overwrite=True) to replace them."
+        )

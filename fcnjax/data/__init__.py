@@ -29,10 +29,9 @@ from fcnjax.data.core import (
     Source,
     Subset,
     check_example,
-    read_image,
-    read_mask,
     verify,
 )
+from fcnjax.data.images import image_size, read_image, read_mask
 from fcnjax.data.pipeline import eval_loader, global_batch, stack, steps_per_epoch, train_loader
 from fcnjax.data.shapes import SHAPE_CLASSES, Shapes
 from fcnjax.data.sources import CAMVID_CLASSES, SOURCES, VOC, VOC_CLASSES, CamVid, Folder
@@ -128,6 +127,7 @@ __all__ = [
     "random_flip",
     "random_scale",
     "random_scale_crop",
+    "image_size",
     "read_image",
     "read_mask",
     "resize",

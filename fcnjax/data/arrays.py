@@ -157,6 +157,10 @@ class NumpyArrays(Source):
     def describe(self, index: int) -> str:
         return f"{self.images_name}[{index}]"
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of example ``index``: the images array's, for every example."""
+        return tuple(self.images.shape[1:3])
+
     def load(self, index: int) -> Example:
         image = self.images[index]
         if image.dtype != np.uint8:
@@ -227,4 +231,10 @@ def _load_array(value: Any, root, key: str | None, keys: Sequence[str]) -> tuple
             raise DataError(f"{path}: holds arrays {names}; say which with the *_key argument.")
     elif key not in names:
         raise DataError(f"{path}: has no array {key!r}; it holds {names}.")
-    return loaded[key], f"{path}[{key}]"
+    try:
+        return loaded[key], f"{path}[{key}]"
+    except ValueError as e:  # an object array: loading it would run pickled code
+        raise DataError(
+            f"{path}[{key}]: holds Python objects, not numbers ({e}); fcnjax loads no pickled "
+            "objects: save the images as a numeric array (np.savez(path, images=uint8_array))."
+        ) from None

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from fcnjax.data.core import IGNORE_LABEL, DataError, Example, Source, read_image, resolve
+from fcnjax.data.core import IGNORE_LABEL, DataError, Example, Source, resolve
+from fcnjax.data.images import read_image
 
 INSTALL_HINT = 'pip install "fcnjax[coco]"'
 
@@ -111,6 +112,11 @@ class COCO(Source):
             "image": read_image(self.images_dir / info["file_name"]),
             "mask": self.load_mask(index),
         }
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of example ``index``, from the annotation file (nothing decoded)."""
+        info = self.records[index][0]
+        return int(info["height"]), int(info["width"])
 
     def load_mask(self, index: int) -> np.ndarray:
         info, anns = self.records[index]

@@ -1,4 +1,4 @@
-"""What every source shares: the example format, errors, image and mask decoding, checks.
+"""What every source shares: the example format, errors and checks (decoding: :mod:`.images`).
 
 An *example* is a dict of NumPy arrays:
 
@@ -146,79 +146,6 @@ def check_on_error(on_error: str) -> None:
     """ValueError unless ``on_error`` is ``"raise"`` or ``"skip"``."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"`on_error` must be 'raise' or 'skip'; got {on_error!r}.")
-
-
-# --------------------------------------------------------------------------------------
-# Decoding.
-
-
-def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
-    """Decodes an image file to ``uint8[H, W, channels]`` (RGB, or greyscale for 1).
-
-    Truncated or corrupt files raise :class:`DataError` naming the file.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "F" or img.mode.startswith("I"):
-                raise DataError(
-                    f"{path}: a {img.mode!r} (16/32-bit or float) image would be clipped to "
-                    "8 bits; convert it to 8-bit RGB or greyscale, or load it with the numpy "
-                    "source."
-                )
-            img = img.convert("RGB" if channels == 3 else "L")
-            array = np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the image ({e}).") from e
-    return array if channels == 3 else array[..., None]
-
-
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Decodes a class-index mask file to ``uint8[H, W]``.
-
-    Palette (``P``) PNGs give their palette indices (VOC), greyscale gives its values, and
-    3-channel masks give their **first channel as OpenCV stores it** (BGR order, so the
-    blue channel), exactly as keras-segmentation reads them; its masks store the class in
-    every channel. A mask whose channels differ (a colour-coded mask, not class indices) is
-    read the same way but logged as a warning naming the file. 16/32-bit masks must hold
-    values <= 255.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            array = np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the mask ({e}).") from e
-    if mode in ("RGB", "RGBA"):
-        rgb = array[..., :3]
-        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-            log.warning(
-                "%s: the mask's channels differ; taking OpenCV's first (blue) channel as "
-                "keras-segmentation does. Colour-coded masks need converting to class indices.",
-                path,
-            )
-        array = rgb[..., 2]
-    elif mode == "LA":
-        array = array[..., 0]
-    elif mode not in ("P", "L", "1") and not mode.startswith("I"):
-        raise DataError(
-            f"{path}: a mask must be a palette, greyscale, integer or RGB image of class "
-            f"indices; got PIL mode {mode!r}."
-        )
-    if array.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D mask; decoded shape {array.shape}.")
-    if array.dtype != np.uint8:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise DataError(
-                f"{path}: mask values must be in [0, 255]; got [{array.min()}, {array.max()}]."
-            )
-        array = array.astype(np.uint8)
-    return array
 
 
 def apply_label_map(mask: np.ndarray, label_map: dict[int, int] | None) -> np.ndarray:

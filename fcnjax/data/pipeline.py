@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,6 +102,41 @@ class _Rows:
         return self.stream[step * self.global_batch + self.process_index * self.local_batch + row]
 
 
+# Seconds between a worker's checks that the process that started it is still there.
+PARENT_POLL_SECS = 0.5
+
+
+class _ExitWithParent:
+    """grain's ``worker_init_fn``: the worker exits once the process that started it is gone.
+
+    grain stops its workers from the parent (an event, a finalizer), which a parent killed by
+    SIGKILL (the OOM killer, a preemption) never runs: its workers, reparented, would then wait
+    on a full queue forever, and with them multiprocessing's resource tracker, which exits (and
+    unlinks what they left in shared memory) only when every holder of its pipe has. A daemon
+    thread in each worker polls ``os.getppid()`` instead: it changes when the parent dies,
+    however it dies, on any POSIX system. (Not ``prctl(PR_SET_PDEATHSIG)``: that fires when the
+    *thread* that started the worker exits, and grain starts workers from a thread pool.)
+    """
+
+    def __init__(self, parent: int | None = None):
+        self.parent = parent
+
+    def __reduce__(self):
+        # grain pickles the function in the process that starts the worker (multiprocessing's
+        # "spawn"): its pid is the worker's parent, whichever process built the dataset.
+        return type(self), (os.getpid(),)
+
+    def __call__(self, worker_index: int, worker_count: int) -> None:
+        if self.parent is None:  # never pickled, so not in a worker: nothing to watch
+            return
+        threading.Thread(target=self._watch, name="fcnjax-exit-with-parent", daemon=True).start()
+
+    def _watch(self) -> None:
+        while os.getppid() == self.parent:
+            time.sleep(PARENT_POLL_SECS)
+        os._exit(1)
+
+
 def _mp_prefetch(ds: grain.IterDataset, workers: int, prefetch: int) -> grain.IterDataset:
     # grain's worker processes read absl flags, which only absl.app parses; outside an absl
     # program (notebooks, pytest, plain scripts) mark them parsed so the defaults apply.
@@ -107,7 +145,8 @@ def _mp_prefetch(ds: grain.IterDataset, workers: int, prefetch: int) -> grain.It
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     return ds.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch)
+        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch),
+        worker_init_fn=_ExitWithParent(),
     )
 
 

@@ -91,6 +91,10 @@ class Shapes(Source):
     def describe(self, index: int) -> str:
         return f"shapes[{self.split}, seed={self.seed}][{index}]"
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of example ``index``: ``size``, for every example."""
+        return self.size
+
     def load(self, index: int) -> Example:
         if self._cache is None:
             return self._render(index)

@@ -26,12 +26,11 @@ from fcnjax.data.core import (
     check_label_map,
     check_num_classes,
     pair_by_stem,
-    read_image,
     read_list_file,
-    read_mask,
     resolve,
     some,
 )
+from fcnjax.data.images import image_size, read_image, read_mask
 from fcnjax.data.tfds import TFDS
 
 __all__ = [
@@ -120,6 +119,10 @@ class Folder(Source):
     def load(self, index: int) -> Example:
         image, mask = self.pairs[index]
         return {"image": read_image(image, self.channels), "mask": self.load_mask(index)}
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of example ``index``, from the image file's header (nothing decoded)."""
+        return image_size(self.pairs[index][0])
 
     def load_mask(self, index: int) -> np.ndarray:
         return apply_label_map(read_mask(self.pairs[index][1]), self.label_map)
@@ -237,6 +240,10 @@ class VOC(Source):
 
     def load(self, index: int) -> Example:
         return {"image": read_image(self.items[index][0]), "mask": self.load_mask(index)}
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of example ``index``, from the image file's header (nothing decoded)."""
+        return image_size(self.items[index][0])
 
     def load_mask(self, index: int) -> np.ndarray:
         _, mask, kind = self.items[index]

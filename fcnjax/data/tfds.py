@@ -132,6 +132,17 @@ class TFDS(Source):
             example["mask"] = self._mask(record)
         return example
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of example ``index``: the dataset's, where its images have one fixed
+        size (MNIST), else the decoded image's."""
+        try:
+            shape = tuple(self.ds.dataset_info.features[self.image_key].shape)[:2]
+        except (AttributeError, KeyError, TypeError):  # no feature spec (a mock, a list)
+            shape = (None,)
+        if None in shape:
+            return tuple(np.shape(self.ds[int(self.index[index])][self.image_key])[:2])
+        return shape
+
     def load_mask(self, index: int) -> np.ndarray:
         return self._mask(self.ds[int(self.index[index])])
 

@@ -28,6 +28,7 @@ import flax.linen as nn
 
 from fcnjax.models import encoders
 from fcnjax.models.autoencoder import ConvAutoencoder
+from fcnjax.models.checks import check_arguments
 from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
@@ -58,6 +59,7 @@ __all__ = [
     "SegNet",
     "UNet",
     "backbone_mask",
+    "check_arguments",
     "backbone_of",
     "encoders",
     "field_value",
@@ -145,4 +147,5 @@ def get(name: str, **kwargs: Any) -> nn.Module:
     unknown = sorted(set(kwargs) - fields_)
     if unknown:
         raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(fields_)}.")
+    check_arguments(kwargs)
     return found(**kwargs)

@@ -52,6 +52,11 @@ class ConvAutoencoder(nn.Module):
     param_dtype: DTypeLike = jnp.float32
 
     def setup(self):
+        for name in ("latent_dim", "channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {getattr(self, name)!r}.")
+        if len(self.features) != 2 or any(int(f) < 1 for f in self.features):
+            raise ValueError(f"`features` must be two positive ints; got {self.features!r}.")
         kw = dict(kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=self.param_dtype)
         f1, f2 = self.features
         self.enc1 = nn.Conv(f1, (3, 3), (2, 2), padding="SAME", **kw)

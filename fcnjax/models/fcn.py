@@ -96,6 +96,8 @@ class FCN(nn.Module):
     def _check(self) -> None:
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int; got {self.num_classes!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"`dropout` must be a rate in [0, 1); got {self.dropout!r}.")
         if self.variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}; got {self.variant!r}.")
         if self.skip not in SKIPS:

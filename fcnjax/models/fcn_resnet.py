@@ -83,6 +83,10 @@ class FCNResNet(nn.Module):
             raise ValueError(
                 f"`backbone` must be a ResNet, one of {tuple(RESNETS)}; got {self.backbone!r}."
             )
+        if int(self.num_classes) < 1:
+            raise ValueError(f"`num_classes` must be a positive int; got {self.num_classes!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"`dropout` must be a rate in [0, 1); got {self.dropout!r}.")
         x = jnp.asarray(x)
         if x.ndim != 4:
             raise ValueError(f"FCNResNet input must be (N, H, W, C); got shape {x.shape}.")

@@ -126,6 +126,8 @@ class EncoderUNet(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} input must be (N, H, W, C); got shape {x.shape}."
             )
+        if int(self.num_classes) < 1:
+            raise ValueError(f"`num_classes` must be a positive int; got {self.num_classes!r}.")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         padded, size = pad_to_multiple(x, 32)
         taps = encoder(

@@ -61,6 +61,8 @@ class SegNet(nn.Module):
             raise ValueError(f"SegNet input must be (N, H, W, C); got shape {x.shape}.")
         if len(self.widths) < 1 or any(int(w) < 1 for w in self.widths):
             raise ValueError(f"`widths` must be positive ints; got {self.widths!r}.")
+        if int(self.num_classes) < 1:
+            raise ValueError(f"`num_classes` must be a positive int; got {self.num_classes!r}.")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         k = (self.kernel_size, self.kernel_size)
         x, size = pad_to_multiple(x, 2 ** len(self.widths))

@@ -62,6 +62,10 @@ class UNet(nn.Module):
             )
         if len(self.widths) < 1 or any(int(w) < 1 for w in self.widths):
             raise ValueError(f"`widths` must be positive ints; got {self.widths!r}.")
+        if int(self.num_classes) < 1:
+            raise ValueError(f"`num_classes` must be a positive int; got {self.num_classes!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"`dropout` must be a rate in [0, 1); got {self.dropout!r}.")
         x = jnp.asarray(x)
         if x.ndim != 4:
             raise ValueError(f"UNet input must be (N, H, W, C); got shape {x.shape}.")

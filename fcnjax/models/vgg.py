@@ -24,7 +24,12 @@ he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 def scaled(channels: int, width: float) -> int:
-    """``round(channels * width)``, at least 1: the channel count of a ``width``-scaled VGG."""
+    """``round(channels * width)``, at least 1: the channel count of a ``width``-scaled VGG.
+
+    A ``width`` that is not positive is a ValueError: it would make every layer one channel.
+    """
+    if not width > 0:
+        raise ValueError(f"`width` must be a positive number; got {width!r}.")
     return max(1, round(channels * width))
 
 

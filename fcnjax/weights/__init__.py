@@ -18,7 +18,9 @@ network:
   :data:`KNOWN_CHECKSUMS`), and the file formats: **Keras HDF5** (``keras.applications``;
   ``model.save_weights("w.h5")`` in Keras 2, or ``legacy_h5_format`` in Keras 3), PyTorch
   ``.pth``/``.pt`` state dicts (read with ``torch.load(..., weights_only=True)``; needs
-  torch) and ``.safetensors`` (no torch). No code from a file is ever executed.
+  torch) and ``.safetensors`` (no torch). No code from a file is ever executed; a file
+  that cannot be read as tensors (empty, damaged, pickled objects) raises
+  :class:`WeightsFileError`, one line naming it.
 * :mod:`fcnjax.weights.vgg16`: VGG16's tensor names in Keras' and torchvision's releases,
   and their conversion to fcnjax's layout (FCN's convolutionalised ``fc6``/``fc7``).
 * :mod:`fcnjax.weights.resnet`: ResNet's tensor names in torchvision's and Keras' releases
@@ -31,7 +33,12 @@ network:
 
 from fcnjax.data.transforms import KERAS_CAFFE, TORCHVISION, Preprocessing
 from fcnjax.weights.backbone import into_backbone
-from fcnjax.weights.files import KNOWN_CHECKSUMS, WeightsUnavailableError, default_cache_dir
+from fcnjax.weights.files import (
+    KNOWN_CHECKSUMS,
+    WeightsFileError,
+    WeightsUnavailableError,
+    default_cache_dir,
+)
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
@@ -44,6 +51,7 @@ __all__ = [
     "TORCHVISION_VGG16_URL",
     "VGG16_URLS",
     "Preprocessing",
+    "WeightsFileError",
     "WeightsUnavailableError",
     "default_cache_dir",
     "into_backbone",
