@@ -232,6 +232,8 @@ def _run(args, overrides: list[str]) -> int:
     # predict
     import numpy as np
 
+    from fcnjax.data import DataError
+
     files = predict.image_files(args.input, "--input")
     plan = predict.plan_outputs(files, args.output, not args.no_overlay, args.overwrite)
     predictor = predict.load(args.workdir, args.checkpoint)
@@ -244,13 +246,15 @@ def _run(args, overrides: list[str]) -> int:
             done += 1
             counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
             print(f"{path} -> {out} (pixels per class: {counts})")
-    except KeyboardInterrupt:  # an image's files are written all or none (predict._write)
+    except (KeyboardInterrupt, DataError) as e:  # an image's files: all or none (predict)
         files = len(predict.output_files("x.png", not args.no_overlay))
-        print(
-            f"fcnjax predict: interrupted; {done} of {len(plan)} images were predicted "
-            f"({done * files} files in {args.output}), the rest were not.",
-            file=sys.stderr,
+        written = (
+            f"{done} of {len(plan)} images were predicted "
+            f"({done * files} files in {args.output}), the rest were not"
         )
+        if isinstance(e, DataError):  # a file cut off in its pixels: only decoding finds it
+            raise DataError(f"{e} {written[0].upper()}{written[1:]}.") from e
+        print(f"fcnjax predict: interrupted; {written}.", file=sys.stderr)
         return 128 + signal.SIGINT
     return 0
 

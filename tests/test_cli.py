@@ -287,8 +287,8 @@ def fake_train(monkeypatch):
 
     seen = {}
 
-    def fake(config, workdir):
-        seen.update(config=config, workdir=workdir)
+    def fake(config, workdir, *, overwrite=False):
+        seen.update(config=config, workdir=workdir, overwrite=overwrite)
         return {
             "eval": {},
             "eval_step": None,
@@ -304,7 +304,7 @@ def fake_train(monkeypatch):
 
 def test_no_arguments_trains_the_shipped_default(fake_train):
     assert cli.main([]) == 0
-    assert fake_train["workdir"] == "runs/shapes_fcn8s"
+    assert fake_train["workdir"] == "runs/shapes_fcn8s" and fake_train["overwrite"] is False
     assert fake_train["config"].to_dict() == config_lib.load_config("shapes_fcn8s").to_dict()
 
 
@@ -312,7 +312,8 @@ def test_overrides_in_every_form_the_command_line_takes(fake_train, tmp_path):
     args = ["train", "--config", SHAPES, "--workdir", str(tmp_path), "batch_size=4"]
     args += ["--config.num_steps", "3", "--config.optimizer.name=sgd", "input.size=(16, 16)"]
     args += ["--config.distributed.initialize=True", "eval_data={'num_examples': 4}"]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--overwrite"]) == 0
+    assert fake_train["overwrite"] is True
     config = fake_train["config"]
     assert config.batch_size == 4 and config.num_steps == 3 and config.optimizer.name == "sgd"
     assert config.input.size == (16, 16) and config.distributed.initialize is True

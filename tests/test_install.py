@@ -38,7 +38,7 @@ from fcnjax import config, train
 mine = sys.argv[1]  # a user's config file
 seen = {}
 
-def record(c, workdir):
+def record(c, workdir, *, overwrite=False):
     seen.update(num_steps=c.num_steps, model=c.model.name, workdir=workdir)
     return {"eval": {}, "eval_step": None, "step": 0, "seconds": 0.0, "workdir": workdir,
             "interrupted": None}

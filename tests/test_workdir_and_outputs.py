@@ -294,3 +294,20 @@ def test_a_greyscale_model_reads_a_colour_photo_as_its_training_did(grey, tmp_pa
     np.testing.assert_array_equal(predict.predict_segmentation(wd, grey_photo), mask)
     with pytest.raises(ValueError, match=r"takes images of 1 channel\(s\).*\(30, 44, 3\)"):
         predict.predict_segmentation(wd, np.asarray(Image.open(photo)))
+
+
+def test_an_image_cut_off_in_its_pixels_names_what_was_written(trained, tmp_path, capsys):
+    _images(tmp_path / "in", 2, seed=4, size=64)
+    cut = tmp_path / "in" / "img01.png"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # the header is whole
+    out = tmp_path / "out"
+    args = ["predict", "--workdir", trained, "--input", tmp_path / "in", "--output", out]
+    code, _, err = run(args, capsys)
+    line = one_line(err)
+    assert code == 1 and str(cut) in line, err
+    assert "1 of 2 images were predicted (3 files in" in line
+    assert sorted(p.name for p in out.iterdir()) == [
+        "img00.png",
+        "img00_color.png",
+        "img00_overlay.png",
+    ]
