@@ -42,10 +42,10 @@ from typing import Any
 
 import ml_collections
 from absl import flags as absl_flags
-from ml_collections.config_dict import placeholder
 from ml_collections.config_flags import tuple_parser
 
 from fcnjax import configs, models, optim
+from fcnjax.configs.default import default_config
 
 __all__ = [
     "ConfigError",
@@ -84,76 +84,10 @@ class ConfigError(ValueError):
     """A config key that does not exist, a value of the wrong type, or an invalid choice."""
 
 
-def default_config() -> ConfigDict:
-    """Every field of a training config, with its default (and, where that is None, its type)."""
-    c = ConfigDict()
-    c.task = "segmentation"  # segmentation | autoencoder (reconstruct the image, MSE)
-    c.seed = 0  # parameters, shuffling, augmentation and dropout all derive from it
-
-    # Model: `name` from fcnjax.models.NAMES, the rest are its keyword arguments.
-    # num_classes defaults to the training source's.
-    c.model = ConfigDict({"name": "fcn8s"})
-    c.init = ConfigDict()
-    c.init.backbone_weights = placeholder(str)  # the model's VGG16/ResNet: "imagenet", path, URL
-    c.init.from_workdir = placeholder(str)  # staged FCN training: start from that run's params
-    c.dtype = "float32"  # compute dtype; parameters stay float32 (bfloat16 on TPU)
-
-    # Data: `fcnjax.data.get_source` arguments for training; `eval_data` overrides them
-    # for the validation source (None: no evaluation).
-    c.data = ConfigDict({"name": "shapes"})
-    c.eval_data = ConfigDict({"split": "validation"})
-    c.input = ConfigDict()
-    c.input.size = placeholder(tuple)  # (H, W) of training crops and padded evaluation images
-    c.input.eval_size = placeholder(tuple)  # evaluation's (H, W) if not input.size's
-    c.input.mode = "crop"  # crop (random scale + crop) | resize | none
-    c.input.scale_range = (0.5, 2.0)  # random scale for mode=crop (None: no scaling)
-    c.input.flip = True
-    c.input.jitter = placeholder(tuple)  # (brightness, contrast, saturation) or None
-    c.input.normalization = "unit"  # unit | imagenet | caffe | none; "backbone": the weights'
-    c.input.eval_mode = "pad"  # pad | resize | none
-    c.input.workers = 0  # decoding processes (grain); 0: threads in this process
-    c.input.threads = 2
-    c.input.prefetch = 4
-
-    c.batch_size = 16  # global batch, split over processes and devices
-    c.eval_batch_size = placeholder(int)  # None: batch_size
-    c.num_steps = placeholder(int)  # training steps; or
-    c.num_epochs = placeholder(int)  # passes over the training source (one must be set)
-
-    c.optimizer = ConfigDict(dict(optim.DEFAULTS))  # see fcnjax.optim.DEFAULTS
-    c.optimizer.grad_clip_norm = placeholder(float)  # None: no clipping
-    c.loss = ConfigDict()
-    c.loss.reduction = "mean"  # mean over counted pixels | sum (the FCN reference)
-    c.loss.class_weights = placeholder((str, tuple))  # None | "median_frequency" | K weights
-    c.loss.ignore_label = 255
-
-    c.parallel = "jit"  # jit (NamedSharding over a Mesh) | pmap
-    c.distributed = ConfigDict()
-    # auto: when a coordinator is set | True | False
-    c.distributed.initialize = ml_collections.FieldReference("auto", field_type=(str, bool))
-    c.distributed.coordinator_address = placeholder(str)  # "host:port" of process 0 (or env)
-    c.distributed.num_processes = placeholder(int)
-    c.distributed.process_id = placeholder(int)
-
-    c.log_every_steps = 50
-    c.eval_every_steps = placeholder(int)  # None: at every checkpoint and at the end
-    c.checkpoint = ConfigDict()
-    c.checkpoint.every_steps = 1000
-    c.checkpoint.keep = 3  # latest checkpoints kept (the best one is kept apart)
-    c.checkpoint.best_metric = "mean_iou"  # validation metric for checkpoints/best
-    c.checkpoint.best_mode = "max"  # max | min
-    c.checkpoint.asynchronous = True
-
-    c.outputs = ConfigDict()
-    c.outputs.num_examples = 8  # validation examples in predictions.png
-    c.outputs.latent_points = 500  # autoencoder: points in latent.png
-    c.outputs.decode_point = (2.0, -4.0)  # autoencoder: latent point decoded to decoded.png
-    return c
-
-
 def config_names() -> tuple[str, ...]:
     """The recipes shipped in :mod:`fcnjax.configs`, by name (``"shapes_fcn8s"``, ...)."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(configs.__path__)))
+    names = (m.name for m in pkgutil.iter_modules(configs.__path__))
+    return tuple(sorted(n for n in names if n != "default"))  # every recipe's base
 
 
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ConfigDict:

@@ -1,0 +1,203 @@
+"""Sliding windows and test-time augmentation (fcnjax.inference) against their oracles.
+
+- MONAI's ``sliding_window_inference`` (PyTorch, CPU) on the same convolution, constant and
+  Gaussian blending, images smaller than, equal to and larger than the window, odd strides;
+- a network whose receptive field fits inside the windows gives the whole-image result;
+- test-time augmentation against a NumPy computation of flips, resizes and averages;
+- sharded over 8 devices under jit, the same numbers as on one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fcnjax import inference
+
+RNG = np.random.default_rng(0)
+KERNEL = RNG.normal(size=(3, 3, 3, 4)).astype(np.float32)  # HWIO: 3 -> 4 channels
+BIAS = RNG.normal(size=4).astype(np.float32)
+
+
+def conv(images, kernel=KERNEL, bias=BIAS):
+    """One SAME convolution, then tanh: a deterministic network in JAX."""
+    out = lax.conv_general_dilated(
+        images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return jnp.tanh(out + bias)
+
+
+def monai_slide(images, window, stride, blend):
+    torch = pytest.importorskip("torch")
+    monai = pytest.importorskip("monai.inferers")
+    weight = torch.from_numpy(KERNEL.transpose(3, 2, 0, 1).copy())  # OIHW
+    bias = torch.from_numpy(BIAS)
+
+    def net(x):
+        return torch.tanh(torch.nn.functional.conv2d(x, weight, bias, padding=1))
+
+    overlap = [1 - s / w for s, w in zip(stride, window)]
+    x = torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        out = monai.sliding_window_inference(
+            x, window, 2, net, overlap=overlap, mode=blend, padding_mode="constant", cval=0.0
+        )
+    return out.numpy().transpose(0, 2, 3, 1)
+
+
+CASES = [  # (image (H, W), window, stride): strides MONAI's overlap gives exactly
+    ((5, 7), (8, 8), (8, 8)),  # smaller than the window: centred, padded, cropped back
+    ((8, 8), (8, 8), (8, 8)),  # equal
+    ((21, 30), (8, 8), (5, 5)),  # larger, odd stride, last windows at the border
+    ((17, 13), (8, 6), (3, 3)),  # larger, odd strides per axis
+    ((6, 19), (8, 6), (5, 3)),  # smaller in one axis, larger in the other
+]
+
+
+@pytest.mark.requires_torch
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
+@pytest.mark.parametrize("size, window, stride", CASES)
+def test_slide_is_monais_sliding_window_inference(size, window, stride, blend):
+    images = RNG.normal(size=(2, *size, 3)).astype(np.float32)
+    expected = monai_slide(images, window, stride, blend)
+    got = jax.jit(
+        functools.partial(inference.slide, conv, window=window, stride=stride, blend=blend, batch=3)
+    )(images)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    host = inference.slide_host(jax.jit(conv), images, window, stride, blend=blend, batch=2)
+    np.testing.assert_allclose(host, expected, atol=1e-5)
+
+
+def test_a_receptive_field_inside_the_windows_gives_the_whole_image_result():
+    images = RNG.normal(size=(1, 23, 29, 3)).astype(np.float32)
+    one_by_one = functools.partial(conv, kernel=KERNEL[1:2, 1:2])  # sees one pixel
+    for blend in inference.BLENDS:
+        out = inference.slide(one_by_one, images, (8, 10), (5, 7), blend=blend, batch=4)
+        np.testing.assert_allclose(out, one_by_one(images), atol=1e-6)
+    # A 3x3 field: exact wherever every window holding a pixel holds its neighbours too.
+    window, stride = (8, 10), (5, 7)
+    out = inference.slide(conv, images, window, stride)
+    inside = np.ones((23, 29), bool)
+    for axis, (size, w, s) in enumerate(zip((23, 29), window, stride)):
+        edge = np.zeros(size, bool)
+        for start in inference.window_starts(size, w, s):
+            edge[[start, start + w - 1]] = True
+        edge[[0, size - 1]] = False  # the image's own border: SAME padding either way
+        inside &= ~edge[:, None] if axis == 0 else ~edge[None, :]
+    whole = np.asarray(conv(images))
+    np.testing.assert_allclose(np.asarray(out)[0][inside], whole[0][inside], atol=1e-6)
+    assert not np.allclose(np.asarray(out)[0][~inside], whole[0][~inside], atol=1e-3)
+
+
+def test_window_placement_and_weights():
+    assert inference.window_starts(8, 8, 3) == (0,)
+    assert inference.window_starts(9, 8, 3) == (0, 1)
+    assert inference.window_starts(20, 8, 5) == (0, 5, 10, 12)
+    assert inference.num_windows((1, 6000, 6000, 3), 512, 341) == 18 * 18
+    g = inference.blend_weights((5, 4), "gaussian")
+    assert g.shape == (5, 4) and g.max() < 1 and np.allclose(g, g[::-1, ::-1])
+    assert (inference.blend_weights((9, 9), "gaussian", 0.05) >= 1e-3).all()  # MONAI's floor
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(window=0), "`window` must be >= 1"),
+        (dict(window=4, stride=0), "`stride` must be >= 1"),
+        (dict(window=4, stride=5), "must not exceed the window"),
+        (dict(window=(4, 4, 4)), "`window` must be an int or a sequence of 2"),
+        (dict(window=4, batch=0), "`batch` must be a positive int"),
+        (dict(window=4, blend="cosine"), "`blend` must be one of"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, words):
+    images = np.zeros((1, 6, 6, 3), np.float32)
+    for fn in (inference.slide, inference.slide_host):
+        with pytest.raises(ValueError, match=words):
+            fn(conv, images, **kwargs)
+    with pytest.raises(ValueError, match=r"must be \(N, H, W, C\)"):
+        inference.slide(conv, images[0], 4)
+    with pytest.raises(ValueError, match="scores at its input's size"):
+        inference.slide(lambda x: x[:, ::2, ::2], images, 4)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _resize(x, size):
+    return np.asarray(jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "bilinear"))
+
+
+def test_augment_is_flips_and_scales_averaged_as_probabilities():
+    images = RNG.normal(size=(2, 12, 16, 3)).astype(np.float32)
+    scales = (0.75, 1.0, 1.5)
+    got = inference.augment(conv, images, flip=True, scales=scales)
+    total = 0
+    for s in scales:
+        size = (round(12 * s), round(16 * s))
+        x = images if size == (12, 16) else _resize(images, size)
+        for flip in (False, True):
+            logits = np.asarray(conv(x[:, :, ::-1] if flip else x))
+            logits = logits[:, :, ::-1] if flip else logits
+            total = total + _softmax(logits if size == (12, 16) else _resize(logits, (12, 16)))
+    np.testing.assert_allclose(got, total / 6, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got).sum(-1), 1.0, atol=1e-5)
+    # Composed with windows: the scores of each scale come from slide.
+    windowed = inference.augment(
+        functools.partial(inference.slide, conv, window=8, stride=5), images, scales=(1.0, 1.5)
+    )
+    assert windowed.shape == (2, 12, 16, 4)
+    with pytest.raises(ValueError, match="`scales` must be positive numbers"):
+        inference.augment(conv, images, scales=(1.0, 0.0))
+
+
+def test_flipping_a_mirror_symmetric_network_changes_nothing():
+    kernel = KERNEL.copy()
+    kernel[:, 2] = kernel[:, 0]  # the same weights left and right of the centre
+    symmetric = functools.partial(conv, kernel=kernel)
+    images = RNG.normal(size=(1, 9, 14, 3)).astype(np.float32)
+    plain = _softmax(np.asarray(symmetric(images)))
+    np.testing.assert_allclose(inference.augment(symmetric, images, flip=True), plain, atol=1e-6)
+
+
+def test_slide_sharded_over_devices_gives_one_devices_numbers(tmp_path):
+    script = textwrap.dedent(
+        """
+        import functools, numpy as np, jax, jax.numpy as jnp
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from fcnjax import inference
+        assert jax.device_count() == 8
+        rng = np.random.default_rng(1)
+        kernel = rng.normal(size=(3, 3, 3, 2)).astype(np.float32)
+        def net(x):
+            return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        images = rng.normal(size=(8, 19, 23, 3)).astype(np.float32)
+        fn = jax.jit(functools.partial(inference.slide, net, window=8, stride=5,
+                                       blend="gaussian", batch=2))
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        sharded = jax.device_put(images, NamedSharding(mesh, P("data")))
+        out = fn(sharded)
+        assert len(out.sharding.device_set) == 8, out.sharding
+        one = fn(jax.device_put(images, jax.devices()[0]))
+        np.testing.assert_allclose(out, one, atol=1e-5)
+        print("ok")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env["JAX_PLATFORMS"] = "cpu"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
