@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="default: the config's evaluation split")
     ev.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
     ev.add_argument("--batch-size", type=_positive_int, default=None)
+    _inference_flags(ev)
     pr = sub.add_parser("predict", help="masks (class-index, colour and overlay PNGs)")
     pr.add_argument("--workdir", required=True)
     pr.add_argument("--input", required=True, help="an image file or a directory of images")
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
     pr.add_argument("--no-overlay", action="store_true")
     pr.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _inference_flags(pr)
     ve = sub.add_parser(
         "verify", help="check a config's datasets (every example)", epilog=OVERRIDES
     )
@@ -84,6 +86,47 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--workdir", required=True)
     pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
     return parser
+
+
+def _inference_flags(parser: argparse.ArgumentParser) -> None:
+    """Sliding windows and test-time augmentation (fcnjax.inference); unset: the config's
+    ``inference`` section."""
+    g = parser.add_argument_group("inference (default: the config's `inference` section)")
+    g.add_argument("--slide", type=_size, metavar="H[xW]", help="sliding windows of this size")
+    g.add_argument("--stride", type=_size, metavar="H[xW]", help="between windows (the window)")
+    g.add_argument("--blend", choices=("constant", "gaussian"), help="of overlapping windows")
+    g.add_argument("--window-batch", type=_positive_int, help="windows per network call")
+    g.add_argument("--tta", choices=("none", "flip"), help="flip: average with the mirror image")
+    g.add_argument("--scales", type=_scales, metavar="S,S,...", help="TTA scales, e.g. 0.75,1,1.25")
+
+
+def _inference_options(args: argparse.Namespace) -> dict:
+    names = {"slide": "window", "stride": "stride", "blend": "blend", "window_batch": "batch"}
+    options = {key: getattr(args, flag) for flag, key in names.items()}
+    options["flip"] = None if args.tta is None else args.tta == "flip"
+    options["scales"] = args.scales
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must be H or HxW, positive integers; got {text!r}")
+    return values * (3 - len(values)) if len(values) == 1 else values
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"must be positive numbers like 0.75,1,1.25; got {text!r}")
+    return values
 
 
 def _positive_int(text: str) -> int:
@@ -219,7 +262,12 @@ def _run(args, overrides: list[str]) -> int:
 
     if args.command == "evaluate":
         results = predict.evaluate_segmentation(
-            args.workdir, split=args.split, checkpoint=args.checkpoint, batch_size=args.batch_size
+            args.workdir,
+            split=args.split,
+            checkpoint=args.checkpoint,
+            batch_size=args.batch_size,
+            inference=_inference_options(args),
+            progress=True,
         )
         print(
             summary.format_table(results, f"{args.split or 'evaluation'} @ step {results['step']}")
@@ -236,7 +284,8 @@ def _run(args, overrides: list[str]) -> int:
 
     files = predict.image_files(args.input, "--input")
     plan = predict.plan_outputs(files, args.output, not args.no_overlay, args.overwrite)
-    predictor = predict.load(args.workdir, args.checkpoint)
+    predictor = predict.load(args.workdir, args.checkpoint, inference=_inference_options(args))
+    predictor.progress = True
     done = 0
     try:
         for path, out in plan.items():

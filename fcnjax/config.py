@@ -44,7 +44,7 @@ import ml_collections
 from absl import flags as absl_flags
 from ml_collections.config_flags import tuple_parser
 
-from fcnjax import configs, models, optim
+from fcnjax import configs, inference, models, optim
 from fcnjax.configs.default import default_config
 
 __all__ = [
@@ -234,6 +234,7 @@ def validate(config: ConfigDict) -> None:
         optim.check_options(config.optimizer.to_dict())
         if isinstance(config.model, ConfigDict):
             models.check_arguments(config.model.to_dict(), prefix="model.")
+        inference.check_options(config.inference.to_dict())
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import tqdm.auto
 
 from fcnjax import data as data_lib
+from fcnjax import inference as inference_lib
 from fcnjax import parallel, steps
 from fcnjax.tasks import Task
 
@@ -40,6 +42,8 @@ class Evaluator:
       batch_size: the global batch; a multiple of the devices.
       placement: a :mod:`fcnjax.parallel` placement (default: ``jit`` over every device).
       loader: options of :func:`fcnjax.data.eval_loader` (``workers``, ``threads``, ...).
+      inference: how an image is scored (a config's ``inference`` section: sliding windows,
+        flips, scales; :func:`fcnjax.inference.scores_fn`); default: one forward pass.
     """
 
     def __init__(
@@ -51,26 +55,33 @@ class Evaluator:
         batch_size: int,
         placement: parallel.Placement | None = None,
         loader: Mapping[str, Any] | None = None,
+        inference: Mapping[str, Any] | None = None,
     ):
         self.placement = placement if placement is not None else parallel.get("jit")
         self.placement.check_batch(batch_size, "eval_batch_size")
         self.source, self.transform, self.task = source, transform, task
         self.batch_size, self.loader = batch_size, dict(loader or {})
-        step = functools.partial(steps.eval_step, apply_fn=model.apply, task=task)
+        apply_fn = _scored(model.apply, inference)
+        step = functools.partial(steps.eval_step, apply_fn=apply_fn, task=task)
         self._step = self.placement.compile(step)
 
-    def __call__(self, variables: Any) -> dict[str, Any]:
+    def __call__(self, variables: Any, progress: bool = False) -> dict[str, Any]:
         """Metrics of ``variables``, already placed (:meth:`Placement.place`).
 
         Segmentation: ``mean_iou``, ``pixel_accuracy``, ``mean_accuracy``,
         ``frequency_weighted_iou``, ``per_class_iou``, ``confusion_matrix`` (rows = ground
-        truth), ``loss``; the autoencoder: ``loss``.
+        truth), ``loss``; the autoencoder: ``loss``. ``progress``: a progress bar of batches
+        (on stderr; a widget in notebooks).
         """
         batches = data_lib.eval_loader(self.source, self.batch_size, self.transform, **self.loader)
         names = getattr(self.source, "class_names", None)
         sums = self.task.accumulator(names)
+        total = -(-len(self.source) // self.batch_size)
+        bar = tqdm.auto.tqdm(total=total, desc="evaluate", unit="batch", disable=not progress)
         for batch in batches:
             sums.update(self.placement.fetch(self._step(variables, self.placement.shard(batch))))
+            bar.update()
+        bar.close()
         return sums.compute()
 
 
@@ -83,10 +94,24 @@ def evaluate(
     batch_size: int,
     placement: parallel.Placement | None = None,
     loader: Mapping[str, Any] | None = None,
+    inference: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """One evaluation of host ``variables``: :class:`Evaluator` (same arguments) called once."""
-    evaluator = Evaluator(model, source, transform, task, batch_size, placement, loader)
-    return evaluator(evaluator.placement.place(variables))
+    evaluator = Evaluator(model, source, transform, task, batch_size, placement, loader, inference)
+    return evaluator(evaluator.placement.place(variables), progress)
+
+
+def _scored(apply: Any, options: Mapping[str, Any] | None) -> Any:
+    """``model.apply`` scoring images as ``options`` say (:func:`fcnjax.inference.scores_fn`)."""
+    if not options or inference_lib.check_options(options) == inference_lib.DEFAULTS:
+        return apply
+
+    def scored(variables, images, train=False):
+        net = functools.partial(apply, variables, train=train)
+        return inference_lib.scores_fn(net, options)(images)
+
+    return scored
 
 
 def check_sizes(

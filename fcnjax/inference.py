@@ -29,8 +29,9 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -40,9 +41,28 @@ from jax import lax
 
 from fcnjax.ops import per_dim
 
-__all__ = ["BLENDS", "augment", "blend_weights", "slide", "slide_host", "window_starts"]
+__all__ = [
+    "BLENDS",
+    "DEFAULTS",
+    "augment",
+    "blend_weights",
+    "check_options",
+    "scores_fn",
+    "slide",
+    "slide_host",
+    "window_starts",
+]
 
 BLENDS = ("constant", "gaussian")
+# The options of :func:`scores_fn` (a config's ``inference`` section): none of it by default.
+DEFAULTS = {
+    "window": None,
+    "stride": None,
+    "blend": "constant",
+    "batch": 4,
+    "flip": False,
+    "scales": (1.0,),
+}
 
 
 def window_starts(size: int, window: int, stride: int) -> tuple[int, ...]:
@@ -284,3 +304,76 @@ def augment(
             probs = jax.nn.softmax(logits, axis=-1)
             total = probs if total is None else total + probs
     return total / (len(scales) * (2 if flip else 1))
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of :func:`scores_fn` (a config's ``inference`` section), checked and
+    completed from :data:`DEFAULTS`: a one-element ``window``/``stride`` is square. Raises
+    ValueError naming the option (as ``inference.<name>``).
+
+    >>> check_options({"window": (512,), "flip": True})["window"]
+    (512, 512)
+    """
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown `inference` options {unknown}; valid: {sorted(DEFAULTS)}.")
+    out = {**DEFAULTS, **options}
+    for key in ("window", "stride"):
+        if out[key] is not None:
+            value = tuple(out[key]) if isinstance(out[key], (tuple, list)) else out[key]
+            value = value * 2 if isinstance(value, tuple) and len(value) == 1 else value
+            out[key] = per_dim(f"inference.{key}", value, 2, 1)
+    if out["stride"] is not None and out["window"] is None:
+        raise ValueError("`inference.stride` needs `inference.window`.")
+    if out["window"] is not None:
+        stride = out["stride"] or out["window"]
+        if any(s > w for s, w in zip(stride, out["window"])):
+            raise ValueError(
+                f"`inference.stride` {stride} must not exceed `inference.window` "
+                f"{out['window']}: pixels between windows would get no score."
+            )
+    if out["blend"] not in BLENDS:
+        raise ValueError(f"`inference.blend` must be one of {BLENDS}; got {out['blend']!r}.")
+    if isinstance(out["batch"], bool) or not isinstance(out["batch"], int) or out["batch"] <= 0:
+        raise ValueError(f"`inference.batch` must be a positive int; got {out['batch']!r}.")
+    if not isinstance(out["flip"], bool):
+        raise ValueError(f"`inference.flip` must be True or False; got {out['flip']!r}.")
+    scales = tuple(out["scales"]) if isinstance(out["scales"], (tuple, list)) else ()
+    if not scales or not all(_positive(s) for s in scales):
+        raise ValueError(f"`inference.scales` must be positive numbers; got {out['scales']!r}.")
+    out["scales"] = tuple(float(s) for s in scales)
+    return out
+
+
+def _positive(s: Any) -> bool:
+    return isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+
+
+def scores_fn(
+    apply_fn: Callable[[jax.Array], jax.Array], options: Mapping[str, Any] | None = None
+) -> Callable[[jax.Array], jax.Array]:
+    """``apply_fn`` (images -> logits) with the ``options`` of a config's ``inference``
+    section: :func:`slide` when ``window`` is set, :func:`augment` (returning the log of the
+    averaged probabilities, so that argmax and softmax read them as logits) when ``flip``
+    or ``scales`` ask for it; ``apply_fn`` itself when neither. Pure: runs under ``jit``.
+    """
+    o = check_options(options or {})
+    fn = apply_fn
+    if o["window"] is not None:
+        fn = functools.partial(
+            slide,
+            apply_fn,
+            window=o["window"],
+            stride=o["stride"],
+            blend=o["blend"],
+            batch=o["batch"],
+        )
+    if o["flip"] or o["scales"] != (1.0,):
+        windows = fn
+        tiny = np.finfo(np.float32).tiny
+
+        def fn(images):
+            probs = augment(windows, images, flip=o["flip"], scales=o["scales"])
+            return jnp.log(jnp.maximum(probs, tiny))
+
+    return fn

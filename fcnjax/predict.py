@@ -16,7 +16,8 @@ import functools
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm.auto
 
 from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
 from fcnjax import evaluate, experiment, viz
+from fcnjax import inference as inference_lib
 from fcnjax import workdir as workdir_lib
 from fcnjax.data.core import IMAGE_EXTENSIONS, some
 from fcnjax.data.images import image_size, read_image
@@ -50,13 +53,21 @@ __all__ = [
 
 @dataclass
 class Predictor:
-    """A trained model from a workdir: ``predictor(image) -> (H, W)`` class indices."""
+    """A trained model from a workdir: ``predictor(image) -> (H, W)`` class indices.
+
+    ``inference`` says how an image is scored (:func:`fcnjax.inference.check_options`):
+    sliding windows (``window``, ``stride``, ``blend``, ``batch``: cut and summed on the
+    host, one compiled window batch for every image size) and test-time augmentation
+    (``flip``, ``scales``). ``progress``: a progress bar of an image's windows.
+    """
 
     config: ml_collections.ConfigDict
     run: Any
     variables: Any
     step: int
     workdir: Path
+    inference: dict[str, Any] = field(default_factory=lambda: dict(inference_lib.DEFAULTS))
+    progress: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -82,14 +93,39 @@ class Predictor:
             )
         h, w = image.shape[:2]
         transform = self.run.eval_transform
-        if transform.mode == "resize":
-            example = transform({"image": image})
-        else:  # fully convolutional: the image's own size
-            example = data_lib.EvalTransform(mode="none", normalization=transform.normalization)(
-                {"image": image}
+        if transform.mode == "resize" and self.inference["window"] is None:
+            x = transform({"image": image})["image"]
+        else:  # fully convolutional (or windows): the image's own size
+            x = data_lib.normalize(image, transform.normalization)
+        return resize_logits(self._scores(x[None])[0], (h, w))
+
+    def _scores(self, images: np.ndarray) -> np.ndarray:
+        """``float32 (1, H, W, C)`` -> the scores :attr:`inference` asks for."""
+        o, net = self.inference, _apply(self.run.model)
+
+        def scores(x):
+            if o["window"] is None:
+                return net(self.variables, x)
+            x = np.asarray(x)
+            count = inference_lib.num_windows(x.shape, o["window"], o["stride"])
+            bar = tqdm.auto.tqdm(
+                total=count, desc="windows", leave=False, disable=not self.progress or count < 16
             )
-        out = np.asarray(_apply(self.run.model)(self.variables, example["image"][None]))[0]
-        return resize_logits(out, (h, w))
+            with bar:
+                return inference_lib.slide_host(
+                    functools.partial(net, self.variables),
+                    x,
+                    o["window"],
+                    o["stride"],
+                    blend=o["blend"],
+                    batch=o["batch"],
+                    progress=bar.update,
+                )
+
+        if not o["flip"] and o["scales"] == (1.0,):
+            return np.asarray(scores(images))
+        probs = inference_lib.augment(scores, images, flip=o["flip"], scales=o["scales"])
+        return np.log(np.maximum(np.asarray(probs), np.finfo(np.float32).tiny))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.logits(image).argmax(-1).astype(np.uint8)
@@ -100,11 +136,17 @@ def _apply(model):
     return jax.jit(functools.partial(model.apply, train=False))
 
 
-def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predictor:
+def load(
+    workdir: str | os.PathLike[str],
+    checkpoint: str = "latest",
+    *,
+    inference: Mapping[str, Any] | None = None,
+) -> Predictor:
     """The model of ``workdir`` with the parameters of its ``"latest"`` or ``"best"`` checkpoint.
 
     Reads only the workdir (``config.json``, ``run_info.json``, the checkpoint): the
-    training data need not be there.
+    training data need not be there. ``inference`` overrides the config's ``inference``
+    section (sliding windows, flips, scales: :class:`Predictor`).
 
     Raises:
       FileNotFoundError: ``workdir`` or its ``config.json`` does not exist.
@@ -136,7 +178,8 @@ def load(workdir: str | os.PathLike[str], checkpoint: str = "latest") -> Predict
             f"builds ({'; '.join(problems)}): the workdir's config and checkpoint disagree."
         )
     variables = jax.tree.map(jnp.asarray, variables)
-    return Predictor(config, run, variables, step, workdir)
+    options = inference_lib.check_options({**config.inference.to_dict(), **(inference or {})})
+    return Predictor(config, run, variables, step, workdir, options)
 
 
 def _run_info(workdir: Path) -> dict[str, Any] | None:
@@ -314,6 +357,8 @@ def evaluate_segmentation(
     data: dict[str, Any] | None = None,
     checkpoint: str = "latest",
     batch_size: int | None = None,
+    inference: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """FCN's four metrics (and per-class IoU, loss) of a trained model on a whole split.
 
@@ -327,8 +372,13 @@ def evaluate_segmentation(
       checkpoint: ``"latest"`` or ``"best"``.
       batch_size: the evaluation batch (default: the config's), rounded up to a multiple
         of the devices.
+      inference: overrides of the config's ``inference`` section: sliding windows
+        (``window``, ``stride``, ``blend``, ``batch``) and test-time augmentation (``flip``,
+        ``scales``), computed under ``jit`` with the batch sharded over the devices.
+      progress: a progress bar of the evaluation's batches.
     """
     predictor = _predictor(workdir, checkpoint)
+    options = inference_lib.check_options({**predictor.inference, **(inference or {})})
     config = ml_collections.ConfigDict(predictor.config.to_dict())
     eval_data = experiment.eval_data_config(config) or config.data.to_dict()
     if split is not None:
@@ -347,6 +397,8 @@ def evaluate_segmentation(
         run.task,
         size,
         loader=experiment.loader_options(config),
+        inference=options,
+        progress=progress,
     )
     return {**results, "step": predictor.step, "split": eval_data.get("split")}
 

@@ -179,6 +179,7 @@ def _train_and_evaluate(
             batch_size,
             placement,
             experiment.loader_options(config),
+            config.inference.to_dict(),
         )
     total = experiment.total_steps(config, run.train_source)
     state = _initial_state(config, run, placement, total)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -201,3 +202,138 @@ def test_slide_sharded_over_devices_gives_one_devices_numbers(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------
+# Everywhere a prediction is made: predict, evaluate, the trainer's evaluation, the CLI.
+
+SHAPES = "shapes_fcn8s:runlocal"
+
+
+def _cli(args, capsys):
+    from fcnjax import cli
+
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("fcnjax ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from fcnjax import cli
+
+    wd = tmp_path_factory.mktemp("inference") / "run"
+    assert cli.main(["train", "--config", SHAPES, "--workdir", str(wd)]) == 0
+    return wd
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from PIL import Image
+
+    from fcnjax.data import Shapes
+
+    path = tmp_path_factory.mktemp("photo") / "big.png"
+    Image.fromarray(Shapes(1, size=(50, 70), split="test", seed=5)[0]["image"]).save(path)
+    return path
+
+
+def test_predict_with_windows_and_flips_is_the_pure_functions(trained, photo, tmp_path, capsys):
+    from PIL import Image
+
+    from fcnjax import data, predict
+
+    args = ["predict", "--workdir", trained, "--input", photo, "--output", tmp_path / "out"]
+    args += ["--slide", "16x24", "--stride", "11", "--blend", "gaussian", "--tta", "flip"]
+    code, _, err = _cli(args, capsys)
+    assert code == 0, err
+    mask = np.asarray(Image.open(tmp_path / "out" / "big.png"))
+    # The same through jit: inference.slide (lax.scan) inside inference.augment.
+    p = predict.load(trained)
+    image = np.asarray(Image.open(photo))
+    x = data.normalize(image, p.run.eval_transform.normalization)[None]
+    net = functools.partial(p.run.model.apply, p.variables, train=False)
+    windows = functools.partial(
+        inference.slide, net, window=(16, 24), stride=(11, 11), blend="gaussian", batch=4
+    )
+    probs = jax.jit(lambda v: inference.augment(windows, v, flip=True))(x)
+    np.testing.assert_array_equal(mask, np.asarray(probs[0]).argmax(-1))
+    # Windows change the answer of a network that has not learnt much: they are used.
+    plain = predict.load(trained)(image)
+    assert mask.shape == plain.shape == (50, 70)
+
+
+def test_one_window_over_the_whole_image_is_the_plain_evaluation(trained, capsys):
+    # runlocal validates on whole 40x40 images: one 40x40 window is one forward pass.
+    code, _, err = _cli(["evaluate", "--workdir", trained], capsys)
+    assert code == 0, err
+    plain = json.loads((trained / "eval_validation.json").read_text())
+    code, _, err = _cli(["evaluate", "--workdir", trained, "--slide", "40"], capsys)
+    assert code == 0, err
+    one = json.loads((trained / "eval_validation.json").read_text())
+    np.testing.assert_allclose(one["confusion_matrix"], plain["confusion_matrix"])
+    np.testing.assert_allclose(one["loss"], plain["loss"], rtol=1e-5)
+    args = [
+        "evaluate",
+        "--workdir",
+        trained,
+        "--slide",
+        "24",
+        "--stride",
+        "16",
+        "--scales",
+        "1,1.5",
+    ]
+    code, _, err = _cli(args, capsys)
+    assert code == 0, err
+    several = json.loads((trained / "eval_validation.json").read_text())
+    assert np.sum(several["confusion_matrix"]) == np.sum(plain["confusion_matrix"])
+
+
+def test_the_trainers_evaluation_uses_the_config_and_evaluate_agrees(tmp_path, capsys):
+    wd = tmp_path / "run"
+    settings = ["--config.inference.window=(24, 24)", "--config.inference.stride=(16, 16)"]
+    settings += ["--config.inference.blend=gaussian", "--config.inference.flip=True"]
+    code, _, err = _cli(["train", "--config", SHAPES, "--workdir", wd, *settings], capsys)
+    assert code == 0, err
+    trained_eval = json.loads((wd / "final_metrics.json").read_text())["eval"]
+    code, _, err = _cli(["evaluate", "--workdir", wd], capsys)  # reads config.json's section
+    assert code == 0, err
+    again = json.loads((wd / "eval_validation.json").read_text())
+    np.testing.assert_allclose(again["confusion_matrix"], trained_eval["confusion_matrix"])
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--slide", "0"], "--slide: must be H or HxW"),
+        (["--slide", "8", "--stride", "9"], "must not exceed `inference.window`"),
+        (["--stride", "8"], "`inference.stride` needs `inference.window`"),
+        (["--scales", "1,-2"], "--scales: must be positive numbers"),
+    ],
+)
+def test_bad_inference_flags_are_one_line(trained, photo, tmp_path, extra, words, capsys):
+    for command in (
+        ["predict", "--input", photo, "--output", tmp_path / "o"],
+        ["evaluate"],
+    ):
+        code, _, err = _cli([*command, "--workdir", trained, *extra], capsys)
+        assert code == 2 and words in _one_line(err), err
+        assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_inference_section_is_a_config_error(tmp_path, capsys):
+    code, _, err = _cli(
+        ["train", "--config", SHAPES, "--workdir", tmp_path, "--config.inference.blend=cosine"],
+        capsys,
+    )
+    assert code == 2 and "`inference.blend` must be one of" in _one_line(err)

@@ -49,6 +49,15 @@ def default_config() -> ConfigDict:
 
     c.batch_size = 16  # global batch, split over processes and devices
     c.eval_batch_size = placeholder(int)  # None: batch_size
+    # How evaluation (in training, `fcnjax evaluate`) and `fcnjax predict` score an image
+    # (fcnjax.inference): sliding windows and test-time augmentation; by default neither.
+    c.inference = ConfigDict()
+    c.inference.window = placeholder(tuple)  # (h, w) of sliding windows; None: whole images
+    c.inference.stride = placeholder(tuple)  # (h, w) between windows; None: the window
+    c.inference.blend = "constant"  # constant | gaussian (less weight near window edges)
+    c.inference.batch = 4  # window positions per network call
+    c.inference.flip = False  # TTA: the mirrored image too, probabilities averaged
+    c.inference.scales = (1.0,)  # TTA: image scales, probabilities averaged
     c.num_steps = placeholder(int)  # training steps; or
     c.num_epochs = placeholder(int)  # passes over the training source (one must be set)
 

@@ -253,11 +253,13 @@ def normalize(image: np.ndarray, normalization: str | Preprocessing) -> np.ndarr
     ``"unit"``: ``x / 255`` (the autoencoder and U-Net recipes); ``"imagenet"``: torchvision's
     mean/std on ``[0, 1]`` (:data:`TORCHVISION`); ``"caffe"``: BGR minus the Caffe means, for
     the Keras/Caffe VGG16 (:data:`KERAS_CAFFE`); ``"none"``: unchanged; or any
-    :class:`Preprocessing` (e.g. from :func:`fcnjax.weights.load_vgg16`).
+    :class:`Preprocessing` (e.g. from :func:`fcnjax.weights.load_vgg16`). A JAX array (also
+    a traced one: an exported graph normalises its uint8 input) gives a JAX array.
     """
-    image = np.asarray(image, np.float32)
+    xp = jnp if isinstance(image, jax.Array) else np
+    image = xp.asarray(image, np.float32)
     if isinstance(normalization, Preprocessing):
-        return np.asarray(normalization(image), np.float32)
+        return xp.asarray(normalization(image), np.float32)
     if normalization == "unit":
         return image * np.float32(1 / 255)
     if normalization == "none":
@@ -266,7 +268,7 @@ def normalize(image: np.ndarray, normalization: str | Preprocessing) -> np.ndarr
         if image.shape[-1] != 3:
             raise DataError(f"{normalization!r} normalisation needs RGB images; got {image.shape}.")
         pre = TORCHVISION if normalization == "imagenet" else KERAS_CAFFE
-        return np.asarray(pre(image), np.float32)
+        return xp.asarray(pre(image), np.float32)
     raise ValueError(
         f"`normalization` must be one of {NORMALIZATIONS} or a Preprocessing; "
         f"got {normalization!r}."
