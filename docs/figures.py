@@ -7,6 +7,9 @@
 - ``shapes_predictions.png``, ``shapes_eval.png``, ``shapes_loss.png``: the main job's
   trained model on its first four validation images (:func:`fcnjax.viz.segmentation_figure`)
   and its curves (:func:`fcnjax.viz.plot_metrics`).
+- ``shapes_slide.png``: the main job's model on one 384x576 image of many shapes, predicted by
+  96-pixel windows every 64 pixels with Gaussian blending (:mod:`fcnjax.inference`); prints
+  its pixel accuracy and that of one forward pass over the whole image.
 - ``cae_latent.png``, ``cae_latent_grid.png``, ``cae_decoded.png``: the ``cae_mnist`` config
   (the full recipe: batch 32, 10 epochs) trained on fcnjax's look-alike digits
   (:func:`fcnjax.data.testing.mock_tfds`): MNIST itself cannot be downloaded here. Prints its
@@ -46,6 +49,7 @@ def main() -> int:
     )
     viz.save_png(OUT / "shapes_predictions.png", figure)
     print(f"main job: step {model.step}, predictions of its first 4 validation images")
+    _slide_figure(shapes)
     for path in viz.plot_metrics(shapes, shapes / "plots"):
         if path.name in ("loss.png", "eval.png"):
             shutil.copy(path, OUT / f"shapes_{path.name}")
@@ -60,6 +64,24 @@ def main() -> int:
         f"validation MSE {result['eval']['loss']:.4f}"
     )
     return 0
+
+
+def _slide_figure(workdir: Path) -> None:
+    """A large image by windows: the main job's model saw 64x64 crops of 96x96 images."""
+    import numpy as np
+
+    options = {"window": (96, 96), "stride": (64, 64), "blend": "gaussian"}
+    windows, whole = predict.load(workdir, inference=options), predict.load(workdir)
+    big = data.Shapes(
+        1, size=(384, 576), split="test", seed=7, max_objects=24, radius_range=(0.04, 0.075)
+    )[0]
+    masks = [windows(big["image"]), whole(big["image"])]
+    figure = viz.segmentation_figure(
+        [big["image"]], masks[:1], [big["mask"]], class_names=data.SHAPE_CLASSES
+    )
+    viz.save_png(OUT / "shapes_slide.png", figure)
+    acc = [float(np.mean(m == big["mask"])) for m in masks]
+    print(f"384x576 image: pixel accuracy {acc[0]:.4f} by 96-px windows, {acc[1]:.4f} whole")
 
 
 if __name__ == "__main__":

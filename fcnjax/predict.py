@@ -12,6 +12,7 @@ model is rebuilt from the config and its parameters restored from the newest che
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -94,14 +95,14 @@ class Predictor:
         h, w = image.shape[:2]
         transform = self.run.eval_transform
         if transform.mode == "resize" and self.inference["window"] is None:
-            x = transform({"image": image})["image"]
-        else:  # fully convolutional (or windows): the image's own size
-            x = data_lib.normalize(image, transform.normalization)
-        return resize_logits(self._scores(x[None])[0], (h, w))
+            x, normalization = transform({"image": image})["image"], "none"
+        else:  # fully convolutional (or windows): the image's own size, normalised on the
+            x, normalization = image, transform.normalization  # device window by window
+        return resize_logits(self._scores(x[None], normalization)[0], (h, w))
 
-    def _scores(self, images: np.ndarray) -> np.ndarray:
-        """``float32 (1, H, W, C)`` -> the scores :attr:`inference` asks for."""
-        o, net = self.inference, _apply(self.run.model)
+    def _scores(self, images: np.ndarray, normalization: Any) -> np.ndarray:
+        """``(1, H, W, C)`` -> the scores :attr:`inference` asks for."""
+        o, net = self.inference, _apply(self.run.model, normalization)
 
         def scores(x):
             if o["window"] is None:
@@ -132,8 +133,13 @@ class Predictor:
 
 
 @functools.lru_cache(maxsize=4)
-def _apply(model):
-    return jax.jit(functools.partial(model.apply, train=False))
+def _apply(model, normalization):
+    """The jitted network on ``[0, 255]`` images (uint8 or float), normalised inside."""
+
+    def apply(variables, images):
+        return model.apply(variables, data_lib.normalize(images, normalization), train=False)
+
+    return jax.jit(apply)
 
 
 def load(
@@ -188,10 +194,13 @@ def _run_info(workdir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _predictor(workdir_or_predictor, checkpoint: str = "latest") -> Predictor:
-    if isinstance(workdir_or_predictor, Predictor):
+def _predictor(workdir_or_predictor, checkpoint: str = "latest", inference=None) -> Predictor:
+    if not isinstance(workdir_or_predictor, Predictor):
+        return load(workdir_or_predictor, checkpoint, inference=inference)
+    if not inference:
         return workdir_or_predictor
-    return load(workdir_or_predictor, checkpoint)
+    options = inference_lib.check_options({**workdir_or_predictor.inference, **inference})
+    return dataclasses.replace(workdir_or_predictor, inference=options)
 
 
 def output_files(out: str | os.PathLike[str], overlay: bool = True) -> list[Path]:
@@ -297,6 +306,7 @@ def predict_segmentation(
     *,
     checkpoint: str = "latest",
     overwrite: bool = False,
+    inference: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """The class of every pixel of one image: ``uint8 (H, W)`` at the image's size.
 
@@ -308,11 +318,13 @@ def predict_segmentation(
         (the prediction blended on the image).
       checkpoint: ``"latest"`` or ``"best"``.
       overwrite: replace existing output files (otherwise FileExistsError names them).
+      inference: sliding windows and test-time augmentation (:class:`Predictor`), over the
+        config's ``inference`` section.
     """
     if out_fname is not None:
         inputs = [] if isinstance(inp, np.ndarray) else [Path(inp)]
         _nothing_lost(output_files(out_fname, overlay), inputs, overwrite)
-    predictor = _predictor(workdir, checkpoint)
+    predictor = _predictor(workdir, checkpoint, inference)
     if isinstance(inp, np.ndarray):
         image = np.asarray(inp)
     else:  # converted as training converted it: RGB, or greyscale for a 1-channel model
@@ -331,6 +343,7 @@ def predict_multiple(
     *,
     checkpoint: str = "latest",
     overwrite: bool = False,
+    inference: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`predict_segmentation` for every image in ``inp_dir`` -> ``{file name: mask}``.
 
@@ -343,7 +356,7 @@ def predict_multiple(
     if not inp_dir.is_dir():
         raise FileNotFoundError(f"`inp_dir` {inp_dir} is not a directory.")
     plan = plan_outputs(image_files(inp_dir, "inp_dir"), out_dir, overlay, overwrite)
-    predictor = _predictor(workdir, checkpoint)
+    predictor = _predictor(workdir, checkpoint, inference)
     return {
         p.name: predict_segmentation(predictor, p, out, overlay, overwrite=overwrite)
         for p, out in plan.items()

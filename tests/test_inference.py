@@ -267,6 +267,8 @@ def test_predict_with_windows_and_flips_is_the_pure_functions(trained, photo, tm
     )
     probs = jax.jit(lambda v: inference.augment(windows, v, flip=True))(x)
     np.testing.assert_array_equal(mask, np.asarray(probs[0]).argmax(-1))
+    options = dict(window=(16, 24), stride=(11, 11), blend="gaussian", flip=True)
+    np.testing.assert_array_equal(predict.predict_segmentation(p, image, inference=options), mask)
     # Windows change the answer of a network that has not learnt much: they are used.
     plain = predict.load(trained)(image)
     assert mask.shape == plain.shape == (50, 70)

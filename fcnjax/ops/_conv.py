@@ -153,6 +153,10 @@ def _select(x_shape, k_shape, pads, dtype, plain) -> str:
 def _columns_fit(outputs: int, k_shape, dtype) -> bool:
     """Whether the im2col columns of ``outputs`` positions stay under the memory bound."""
     kh, kw, c_in, _ = k_shape
+    if jax.export.is_symbolic_dim(outputs):
+        # A symbolic batch or size (jax.export, fcnjax.export): the columns' size is
+        # unknown until the call, so the bound cannot be kept; lax's form needs none.
+        return False
     return outputs * kh * kw * c_in * jnp.dtype(dtype).itemsize <= _MAX_IM2COL_BYTES
 
 
