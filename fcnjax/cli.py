@@ -3,7 +3,8 @@
     fcnjax train --config NAME[:arg] --workdir DIR [key=value | --config.key=value ...]
         [--overwrite]  # replace files of a run's output names that fcnjax did not write
     fcnjax evaluate --workdir DIR [--split test] [--checkpoint best]
-    fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR
+    fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR [--slide H --tta flip ...]
+    fcnjax export --workdir DIR --output FILE [--format onnx] [--size HxW | --dynamic]
     fcnjax verify --config NAME [key=value | --config.key=value ...]
     fcnjax plot --workdir DIR [--output DIR]   # training curves (needs fcnjax[viz])
 
@@ -78,6 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-overlay", action="store_true")
     pr.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _inference_flags(pr)
+    ex = sub.add_parser("export", help="a file that runs without fcnjax: StableHLO or ONNX")
+    ex.add_argument("--workdir", required=True)
+    ex.add_argument("--output", required=True, help="the file to write")
+    ex.add_argument("--format", default="stablehlo", help="stablehlo (default) or onnx")
+    ex.add_argument("--size", default=None, help="HxW (default: the run's example size)")
+    ex.add_argument(
+        "--dynamic", action="store_true", help="symbolic height and width, where the network allows"
+    )
+    ex.add_argument("--platforms", default="cpu", help="StableHLO: some of cpu,cuda,rocm,tpu")
+    ex.add_argument("--probabilities", action="store_true", help="also the softmax outputs")
+    ex.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     ve = sub.add_parser(
         "verify", help="check a config's datasets (every example)", epilog=OVERRIDES
     )
@@ -236,50 +249,58 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
 
 
 def _run(args, overrides: list[str]) -> int:
-    from fcnjax import summary
+    commands = {
+        "plot": lambda: _plot(args.workdir, args.output),
+        "verify": lambda: _verify(args.config, overrides),
+        "train": lambda: _train(args, overrides),
+        "evaluate": lambda: _evaluate(args),
+        "predict": lambda: _predict(args),
+        "export": lambda: _export(args),
+    }
+    return commands[args.command]()
 
-    if args.command == "plot":
-        return _plot(args.workdir, args.output)
-    if args.command == "verify":
-        return _verify(args.config, overrides)
-    if args.command == "train":
-        from fcnjax import config as config_lib
-        from fcnjax import train
 
-        config = config_lib.load_config(args.config, overrides)
-        result = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
-        step, at = result["step"], result["eval_step"]
-        if result["eval"]:
-            title = f"validation @ step {at}" + (f" (training stopped at {step})" * (at != step))
-            print(summary.format_table(result["eval"], title))
-        stopped = result["interrupted"]
-        print(
-            f"step {step} in {result['seconds']:.1f} s; workdir {result['workdir']}"
-            + (f" (stopped by {stopped}; run again to resume)" if stopped else "")
-        )
-        return 128 + signal.Signals[stopped] if stopped else 0
-    from fcnjax import predict, workdir
+def _train(args, overrides: list[str]) -> int:
+    from fcnjax import config as config_lib
+    from fcnjax import summary, train
 
-    if args.command == "evaluate":
-        results = predict.evaluate_segmentation(
-            args.workdir,
-            split=args.split,
-            checkpoint=args.checkpoint,
-            batch_size=args.batch_size,
-            inference=_inference_options(args),
-            progress=True,
-        )
-        print(
-            summary.format_table(results, f"{args.split or 'evaluation'} @ step {results['step']}")
-        )
-        # A split is no file name: a folder source's "sub/dir", TFDS's "train[:10%]".
-        split = re.sub(r"[^A-Za-z0-9._-]", "_", str(results.get("split") or "default"))
-        text = json.dumps(results, indent=2, default=str)
-        workdir.write_text(args.workdir, f"eval_{split}.json", text)  # recorded as fcnjax's
-        return 0
-    # predict
+    config = config_lib.load_config(args.config, overrides)
+    result = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
+    step, at = result["step"], result["eval_step"]
+    if result["eval"]:
+        title = f"validation @ step {at}" + (f" (training stopped at {step})" * (at != step))
+        print(summary.format_table(result["eval"], title))
+    stopped = result["interrupted"]
+    print(
+        f"step {step} in {result['seconds']:.1f} s; workdir {result['workdir']}"
+        + (f" (stopped by {stopped}; run again to resume)" if stopped else "")
+    )
+    return 128 + signal.Signals[stopped] if stopped else 0
+
+
+def _evaluate(args) -> int:
+    from fcnjax import predict, summary, workdir
+
+    results = predict.evaluate_segmentation(
+        args.workdir,
+        split=args.split,
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        inference=_inference_options(args),
+        progress=True,
+    )
+    print(summary.format_table(results, f"{args.split or 'evaluation'} @ step {results['step']}"))
+    # A split is no file name: a folder source's "sub/dir", TFDS's "train[:10%]".
+    split = re.sub(r"[^A-Za-z0-9._-]", "_", str(results.get("split") or "default"))
+    text = json.dumps(results, indent=2, default=str)
+    workdir.write_text(args.workdir, f"eval_{split}.json", text)  # recorded as fcnjax's
+    return 0
+
+
+def _predict(args) -> int:
     import numpy as np
 
+    from fcnjax import predict
     from fcnjax.data import DataError
 
     files = predict.image_files(args.input, "--input")
@@ -305,6 +326,24 @@ def _run(args, overrides: list[str]) -> int:
             raise DataError(f"{e} {written[0].upper()}{written[1:]}.") from e
         print(f"fcnjax predict: interrupted; {written}.", file=sys.stderr)
         return 128 + signal.SIGINT
+    return 0
+
+
+def _export(args) -> int:
+    from fcnjax import export
+
+    path = export.export(
+        args.workdir,
+        args.output,
+        format=args.format,
+        size=args.size,
+        dynamic=args.dynamic,
+        platforms=args.platforms,
+        probabilities=args.probabilities,
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
+    )
+    print(f"{path} ({path.stat().st_size / 2**20:.2f} MiB)")
     return 0
 
 

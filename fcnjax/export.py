@@ -29,33 +29,33 @@ resized to ``H, W`` (fcnjax resizes with PIL, bilinear); the graph does not resi
 
 StableHLO (``format="stablehlo"``): ``jax.export.export(jax.jit(fn), platforms=...)``,
 serialised (``Exported.serialize()``). Lowered for ``platforms`` (default ``("cpu",)``;
-any of ``cpu``, ``cuda``, ``rocm``, ``tpu``: one file for several). Running it needs only
-jax (the same or a newer version, within jax.export's compatibility window)::
+any of ``cpu``, ``cuda``, ``rocm``, ``tpu``: one file for several; fcnjax's operations
+take the forms tuned for the backend that traces them, so a file for GPUs is fastest exported
+on one). Running it needs only jax (the same or a newer version, within jax.export's
+compatibility window)::
 
     import jax, numpy as np
     exported = jax.export.deserialize(open("shapes.stablehlo", "rb").read())
     labels = exported.call(np.zeros((2, 96, 96, 3), np.uint8))   # int32 (2, 96, 96)
 
 ONNX (``format="onnx"``, needs ``pip install "fcnjax[onnx]"``, Python >= 3.11): converted
-by jax2onnx at opset :data:`ONNX_OPSET`, one self-contained file (weights inside), input
-``image`` with batch dimension ``B``, outputs named as above. Before the file is written,
-ONNX Runtime runs it on a fixed random batch and its results are compared with JAX's (the
-probabilities or reconstruction to 1e-4, the labels wherever two classes are not within
-1e-4 of each other); a mismatch, or a primitive jax2onnx cannot convert, is a ValueError
-naming it, and nothing is written. The file's ``metadata_props`` record the task, the class
-names, the normalisation, the checkpoint's step and the input and output layout
-(``fcnjax.*`` keys). Running it needs only onnxruntime::
+by jax2onnx at opset 17 (:data:`fcnjax.export_onnx.ONNX_OPSET`), one self-contained file
+(weights inside), input ``image`` with batch dimension ``B``, outputs named as above.
+Before the file is written, ONNX Runtime runs it on a fixed random batch and its results
+are compared with JAX's (the probabilities or reconstruction to 1e-4, the labels wherever
+two classes are not within 1e-4 of each other); a mismatch, or a primitive jax2onnx cannot
+convert, is a ValueError naming it, and nothing is written. The file's ``metadata_props``
+record the task, the class names, the normalisation, the checkpoint's step and the input
+and output layout (``fcnjax.*`` keys). Running it needs only onnxruntime::
 
     import numpy as np, onnxruntime as ort
     session = ort.InferenceSession("shapes.onnx")
     (labels,) = session.run(None, {"image": np.zeros((2, 96, 96, 3), np.uint8)})
 
-Two jax2onnx 0.17.1 failures are avoided by giving it an equivalent program: ``lax.pad``,
-``lax.clamp`` and integer ``lax.rem`` whose shapes hold the symbolic batch fail to convert
-(their shapes are taken for constants), and ``reduce_window_max`` (ResNet's 3x3 max pooling)
-becomes a ``MaxPool`` over all four NHWC axes that ONNX Runtime refuses. The program is
-traced once, and those primitives are replaced by concatenations and slices, ``max`` and
-``min``, integer arithmetic, and the maximum of strided slices (:func:`_onnx_ready`).
+jax2onnx mistranslates a few primitives fcnjax's networks hold; :mod:`fcnjax.export_onnx`
+gives it an equivalent program instead (its docstring lists them). The graph is the network on whole
+images: the config's ``inference`` section (sliding windows, test-time augmentation), which
+:class:`~fcnjax.predict.Predictor` applies, is not in it (a warning says so).
 
 Files are written whole or not at all (a temporary file beside ``output``, then renamed); an
 existing ``output`` is refused unless ``overwrite``.
@@ -64,9 +64,10 @@ existing ``output`` is refused unless ``overwrite``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
-import functools
 import json
+import logging
 import os
 import re
 import secrets
@@ -77,14 +78,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from fcnjax import export_onnx
 from fcnjax.data.transforms import Preprocessing, normalize
+from fcnjax.inference import DEFAULTS as INFERENCE_DEFAULTS
 from fcnjax.predict import Predictor, load
+
+log = logging.getLogger("fcnjax.export")
 
 __all__ = [
     "FORMATS",
-    "ONNX_OPSET",
     "PLATFORMS",
     "export",
     "input_spec",
@@ -94,10 +97,6 @@ __all__ = [
 
 FORMATS = ("stablehlo", "onnx")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # jax.export's platform names
-# ONNX Runtime >= 1.16 and TensorRT 10 run opset 17; every operator the graphs here use
-# (Conv, ConvTranspose-free convolutions, Pad, Slice, Concat, ArgMax, ...) exists there.
-ONNX_OPSET = 17
-_ONNX_EXTRA = 'pip install "fcnjax[onnx]"'
 _CHECK_TOLERANCE = 1e-4  # ONNX Runtime against JAX: probabilities and reconstructions
 
 
@@ -237,8 +236,14 @@ def export(
     output = Path(output)
     _check_output(output, overwrite)  # before minutes of loading and tracing
     if format == "onnx":
-        _import_onnx()
+        export_onnx.import_onnx()  # before loading: the missing extra named at once
     predictor = load(workdir, checkpoint)
+    if predictor.inference != INFERENCE_DEFAULTS:
+        log.warning(
+            "%s: the exported graph scores whole images; the config's inference options "
+            "(sliding windows, test-time augmentation) are not in it.",
+            workdir,
+        )
     fn = serving_function(predictor, probabilities=probabilities)
     if format == "stablehlo":
         spec = input_spec(predictor, size, dynamic)
@@ -278,9 +283,10 @@ def _trace_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, TypeError, jax.errors.InconclusiveDimensionOperation)
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, limit: int = 160) -> str:
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."  # symbolic shapes: long
 
 
 def _traced(fn: Callable[[], Any], predictor: Predictor, spec, dynamic: bool) -> Any:
@@ -314,260 +320,65 @@ def _stablehlo(fn, spec, predictor: Predictor, platforms, dynamic: bool) -> byte
 # ONNX
 
 
-def _import_onnx():
-    try:
-        import jax2onnx
-        import onnx
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError(
-            f"ONNX export needs jax2onnx and onnxruntime ({e.name} is missing): "
-            f"{_ONNX_EXTRA} (Python >= 3.11; jax2onnx pins orbax-checkpoint < 0.11.37)."
-        ) from e
-    return jax2onnx, onnx, onnxruntime
-
-
 def _onnx(fn, spec, predictor: Predictor, probabilities: bool, dynamic: bool, size) -> bytes:
-    jax2onnx, onnx, _ = _import_onnx()
     autoencoder = _is_autoencoder(predictor)
     names = ["reconstruction"] if autoencoder else ["labels"] + ["probabilities"] * probabilities
-    ready = _traced(lambda: _onnx_ready(fn, spec), predictor, spec, dynamic)
-    try:
-        proto = jax2onnx.to_onnx(
-            ready,
-            inputs=[spec],
-            model_name="fcnjax",
-            opset=ONNX_OPSET,
-            input_names=["image"],
-            output_names=names,
-        )
-    except Exception as e:  # noqa: BLE001 (any converter failure: nothing is written)
-        found = re.search(r"primitive '([^']+)'", str(e))
-        what = f"the primitive {found[1]!r}" if found else "a step of the graph"
+    what = _described(predictor)
+    ready = _traced(lambda: export_onnx.onnx_ready(fn, spec), predictor, spec, dynamic)
+    data = export_onnx.convert(ready, spec, names, _metadata(predictor, names, spec), what)
+    # Checked by ONNX Runtime against JAX on a fixed random batch (dynamic: the run's size).
+    h, w = _size(predictor, size)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, h, w, predictor.channels), dtype=np.uint8)
+    got = export_onnx.run(data, images, what)
+    if autoencoder:
+        _close("reconstruction", got[0], jax.jit(fn)(images), what)
+        return data
+    labels, probs = map(
+        np.asarray, jax.jit(serving_function(predictor, probabilities=True))(images)
+    )
+    if probabilities:
+        _close("probabilities", got[1], probs, what)
+    top2 = np.sort(probs, axis=-1)[..., -2:]
+    clear = top2[..., -1] - top2[..., 0] > _CHECK_TOLERANCE if probs.shape[-1] > 1 else True
+    wrong = int(((got[0] != labels) & clear).sum())
+    if wrong:
         raise ValueError(
-            f"{_described(predictor)} cannot be exported to ONNX: jax2onnx could not convert "
-            f"{what} ({type(e).__name__}: {_first_line(e)}). Export StableHLO instead "
-            "(--format stablehlo)."
-        ) from e
-    _describe_onnx(proto, predictor, names, spec)
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
-    h, w = _size(predictor, size)  # dynamic: checked at the run's size
-    _check_onnx(data, predictor, (2, h, w, predictor.channels), probabilities)
+            f"the ONNX form of {what} gives other labels than JAX on {wrong} of {labels.size} "
+            "pixels of a test batch: not written."
+        )
     return data
 
 
-def _describe_onnx(proto, predictor: Predictor, names: list[str], spec) -> None:
+def _close(name: str, got, want, what: str) -> None:
+    error = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want))))
+    if not error <= _CHECK_TOLERANCE:  # NaN too
+        raise ValueError(
+            f"the ONNX form of {what} gives {name} {error:.3g} away from JAX's on a test "
+            f"batch (tolerance {_CHECK_TOLERANCE}): not written."
+        )
+
+
+def _metadata(predictor: Predictor, names: list[str], spec) -> dict[str, str]:
+    """The ONNX file's ``metadata_props``: what a user needs to feed it and read it."""
     normalization = predictor.run.eval_transform.normalization
     if isinstance(normalization, Preprocessing):
-        normalization = json.dumps(
-            {k: getattr(normalization, k) for k in ("mean", "std", "bgr", "scale")}
-        )
-    dims = ", ".join(str(d) for d in spec.shape)
+        normalization = json.dumps(dataclasses.asdict(normalization))
+    dims = [str(d) for d in spec.shape]
     outputs = {
-        "labels": f"int32 [{dims[: dims.rfind(',')]}]",
-        "probabilities": f"float32 [{dims[: dims.rfind(',')]}, {predictor.num_classes}]",
-        "reconstruction": f"float32 [{dims}]",
+        "labels": f"int32 [{', '.join(dims[:3])}]",
+        "probabilities": f"float32 [{', '.join(dims[:3])}, {predictor.num_classes}]",
+        "reconstruction": f"float32 [{', '.join(dims)}]",
     }
-    meta = {
+    return {
         "fcnjax.task": "autoencoder" if _is_autoencoder(predictor) else "segmentation",
         "fcnjax.model": str(predictor.config.model.name),
         "fcnjax.step": str(predictor.step),
-        "fcnjax.input": f"image: uint8 [{dims}], channels-last, values 0..255",
+        "fcnjax.input": f"image: uint8 [{', '.join(dims)}], channels-last, values 0..255",
         "fcnjax.outputs": json.dumps({n: outputs[n] for n in names}),
         "fcnjax.normalization": str(normalization),
         "fcnjax.class_names": json.dumps(list(predictor.run.class_names or [])),
     }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.doc_string = (
-        f"fcnjax {meta['fcnjax.model']} ({meta['fcnjax.task']}), step {predictor.step}: "
-        f"{meta['fcnjax.input']} -> {meta['fcnjax.outputs']}"
-    )
-
-
-def _check_onnx(data: bytes, predictor: Predictor, shape, probabilities: bool) -> None:
-    """Runs the ONNX file in ONNX Runtime on a fixed random batch; a ValueError unless it
-    gives JAX's results."""
-    import onnxruntime
-
-    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    try:
-        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-        got = session.run(None, {"image": images})
-    except Exception as e:  # noqa: BLE001 (ONNX Runtime's own error types)
-        raise ValueError(
-            f"ONNX Runtime cannot run the ONNX form of {_described(predictor)}: "
-            f"{_first_line(e)}. Export StableHLO instead (--format stablehlo)."
-        ) from e
-    if _is_autoencoder(predictor):
-        want = np.asarray(jax.jit(serving_function(predictor))(images))
-        _close("reconstruction", got[0], want, predictor)
-        return
-    reference = jax.jit(serving_function(predictor, probabilities=True))
-    labels, probs = map(np.asarray, reference(images))
-    if probabilities:
-        _close("probabilities", got[1], probs, predictor)
-    top2 = np.sort(probs, axis=-1)[..., -2:] if probs.shape[-1] > 1 else None
-    clear = np.ones(labels.shape, bool) if top2 is None else top2[..., 1] - top2[..., 0] > 1e-4
-    wrong = int(((got[0] != labels) & clear).sum())
-    if wrong:
-        raise ValueError(
-            f"the ONNX form of {_described(predictor)} gives other labels than JAX on "
-            f"{wrong} of {labels.size} pixels of a test batch: not written."
-        )
-
-
-def _close(name: str, got, want, predictor: Predictor) -> None:
-    error = float(np.max(np.abs(np.asarray(got, np.float64) - want))) if want.size else 0.0
-    if not error <= _CHECK_TOLERANCE:  # NaN too
-        raise ValueError(
-            f"the ONNX form of {_described(predictor)} gives {name} {error:.3g} away from "
-            f"JAX's on a test batch (tolerance {_CHECK_TOLERANCE}): not written."
-        )
-
-
-# The equivalent program given to jax2onnx (see the module docstring): traced once here,
-# then replayed with the primitives it mistranslates replaced. Calls (jit, custom_jvp,
-# custom_vjp, checkpoint) are inlined: inference needs neither their boundaries nor their
-# derivative rules.
-_INLINED = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "checkpoint": "jaxpr",
-    "remat": "jaxpr",
-}
-
-
-def _onnx_ready(fn: Callable, spec: jax.ShapeDtypeStruct) -> Callable:
-    """``fn`` as a function of the same results that jax2onnx 0.17.1 converts."""
-    from jax.extend import core as jcore
-
-    closed = jax.make_jaxpr(fn)(spec)
-    tree = jax.tree.structure(jax.eval_shape(fn, spec))
-
-    def replay(jaxpr, consts, *args):
-        env: dict[Any, Any] = {}
-        read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v]  # noqa: E731
-        env.update(zip(jaxpr.constvars, consts))
-        env.update(zip(jaxpr.invars, args))
-        for eqn in jaxpr.eqns:
-            ins = [read(v) for v in eqn.invars]
-            name, params = eqn.primitive.name, eqn.params
-            sub = params.get(_INLINED.get(name, ""))
-            if sub is not None:
-                if isinstance(sub, jcore.ClosedJaxpr):
-                    outs = replay(sub.jaxpr, sub.consts, *ins)
-                else:
-                    outs = replay(sub, (), *ins)
-            elif name in _REPLACED and _REPLACED[name](eqn) is not None:
-                outs = [_REPLACED[name](eqn)(*ins)]
-            else:
-                outs = eqn.primitive.bind(*ins, **params)
-                outs = outs if eqn.primitive.multiple_results else [outs]
-            for var, value in zip(eqn.outvars, outs):
-                if not isinstance(var, jcore.DropVar):
-                    env[var] = value
-        return [read(v) for v in jaxpr.outvars]
-
-    def ready(images):
-        return jax.tree.unflatten(tree, replay(closed.jaxpr, closed.consts, images))
-
-    return ready
-
-
-def _symbolic(eqn) -> bool:
-    return any(
-        jax.export.is_symbolic_dim(d) for v in eqn.outvars for d in getattr(v.aval, "shape", ())
-    )
-
-
-def _pad_rule(eqn):
-    if not _symbolic(eqn):
-        return None
-    return functools.partial(_pad, config=eqn.params["padding_config"])
-
-
-def _pad(x, value, config):
-    """``lax.pad(x, value, config)`` from concatenations, slices and reshapes."""
-    value = value.astype(x.dtype)
-    fill = (
-        lambda axis, n, shape: lax.broadcast_in_dim(  # noqa: E731
-            value, (*shape[:axis], n, *shape[axis + 1 :]), ()
-        )
-    )
-    for axis, (lo, hi, interior) in enumerate(config):
-        lo, hi, interior = int(lo), int(hi), int(interior)
-        if interior:  # interleave: (..., n, 1 + interior, ...) -> (..., n * (1 + interior), ...)
-            n = x.shape[axis]
-            y = lax.expand_dims(x, (axis + 1,))
-            y = lax.concatenate([y, fill(axis + 1, interior, y.shape)], axis + 1)
-            y = lax.reshape(y, (*x.shape[:axis], n * (1 + interior), *x.shape[axis + 1 :]))
-            x = lax.slice_in_dim(y, 0, n * (1 + interior) - interior, axis=axis)
-        if lo < 0:  # negative padding crops, after the interior padding (as lax.pad)
-            x = lax.slice_in_dim(x, -lo, x.shape[axis], axis=axis)
-        if hi < 0:
-            x = lax.slice_in_dim(x, 0, x.shape[axis] + hi, axis=axis)
-        parts = [fill(axis, lo, x.shape)] * (lo > 0) + [x] + [fill(axis, hi, x.shape)] * (hi > 0)
-        if len(parts) > 1:
-            x = lax.concatenate(parts, axis)
-    return x
-
-
-def _rem_rule(eqn):
-    if not _symbolic(eqn) or not jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.integer):
-        return None
-    # lax.div of integers rounds towards zero, so this is C's remainder, as lax.rem.
-    return lambda x, y: lax.sub(x, lax.mul(y, lax.div(x, y)))
-
-
-def _clamp_rule(eqn):
-    if not _symbolic(eqn):
-        return None
-    return lambda lo, x, hi: lax.min(lax.max(x, lo), hi)
-
-
-def _reduce_window_max_rule(eqn):
-    params = eqn.params
-    if any(d != 1 for d in (*params["base_dilation"], *params["window_dilation"])):
-        return None
-    return functools.partial(
-        _window_max,
-        window=params["window_dimensions"],
-        strides=params["window_strides"],
-        padding=params["padding"],
-    )
-
-
-def _window_max(x, window, strides, padding):
-    """``lax.reduce_window(x, -inf, lax.max, window, strides, padding)``: the maximum of
-    the window's strided slices (each ``(..., out, ...)``)."""
-    low = jnp.array(-jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min)
-    x = _pad(x, low.astype(x.dtype), [(lo, hi, 0) for lo, hi in padding])
-    out = [(n - k) // s + 1 for n, k, s in zip(x.shape, window, strides)]
-    result = None
-    for offsets in np.ndindex(*window):
-        taps = lax.slice(
-            x,
-            offsets,
-            [o + s * (m - 1) + 1 for o, s, m in zip(offsets, strides, out)],
-            strides,
-        )
-        result = taps if result is None else lax.max(result, taps)
-    return result
-
-
-_REPLACED = {
-    "pad": _pad_rule,
-    "rem": _rem_rule,
-    "clamp": _clamp_rule,
-    "reduce_window_max": _reduce_window_max_rule,
-}
 
 
 def _write(output: Path, data: bytes, overwrite: bool) -> Path:
