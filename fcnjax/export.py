@@ -63,14 +63,12 @@ existing ``output`` is refused unless ``overwrite``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import os
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcnjax import export_onnx
+from fcnjax import workdir as workdir_lib
 from fcnjax.data.transforms import Preprocessing, normalize
 from fcnjax.inference import DEFAULTS as INFERENCE_DEFAULTS
 from fcnjax.predict import Predictor, load
@@ -382,33 +381,12 @@ def _metadata(predictor: Predictor, names: list[str], spec) -> dict[str, str]:
 
 
 def _write(output: Path, data: bytes, overwrite: bool) -> Path:
-    """``data`` as ``output``, whole or not at all: a temporary file beside it, synced, then
-    renamed over it (``overwrite``) or linked to its name, which fails if a file appeared
-    there meanwhile."""
+    """``data`` as ``output``, whole or not at all (:func:`fcnjax.workdir.write_new`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, output)
-            return output
-        try:
-            os.link(tmp, output)
-        except FileExistsError:
-            raise FileExistsError(
-                f"--output {output} appeared while exporting; it was not replaced. Pass "
-                "--overwrite (overwrite=True) to replace it."
-            ) from None
-        except OSError as e:  # a file system without hard links: check, then rename
-            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
-                raise
-            _check_output(output, overwrite)
-            os.replace(tmp, output)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return output
+        return workdir_lib.write_new(output, data, replace=overwrite)
+    except FileExistsError:
+        raise FileExistsError(
+            f"--output {output} appeared while exporting; it was not replaced. Pass "
+            "--overwrite (overwrite=True) to replace it."
+        ) from None

@@ -165,11 +165,8 @@ def _manifest(workdir: Path) -> dict[str, str]:
     return entries if isinstance(entries, dict) else {}
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """``data`` as ``path``, complete or not at all: written to a temporary file beside it
-    (synced) and renamed over it, so a kill leaves the old file or the new. A symbolic link
-    standing there is replaced, never written through; a file's permissions are kept."""
-    path = Path(path)
+def _synced_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path``, synced to the disk."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # os.open applies the umask, as a plain open() would (mkstemp's files are 0600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -178,27 +175,56 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if path.is_file() and not path.is_symlink():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return tmp
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """``data`` as ``path``, complete or not at all: written to a temporary file beside it
+    (synced) and renamed over it, so a kill leaves the old file or the new. A symbolic link
+    standing there is replaced, never written through; a file's permissions are kept."""
+    path = Path(path)
+    tmp = _synced_temporary(path, data)
+    try:
+        if path.is_file() and not path.is_symlink():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     return path
 
 
 def write_new(path: str | os.PathLike[str], data: bytes, *, replace: bool = False) -> Path:
-    """Writes ``data`` as a new file ``path``: created exclusively (``O_EXCL``), so that an
-    existing file, a symbolic link (dangling or not) or a file another process creates at
-    the same moment is never replaced or written through; FileExistsError instead. With
-    ``replace``, a complete file is renamed over whatever stands there (a link itself is
-    replaced, never followed). A write cut short (an error, Ctrl-C) leaves no partial file.
+    """Writes ``data`` as a new file ``path``, complete or not at all: a synced temporary
+    file beside it, hard-linked to its name, which fails if anything stands there (a file,
+    a symbolic link, dangling or not, or a file another process created a moment ago):
+    FileExistsError, and nothing is replaced or written through. With ``replace``, the file
+    is renamed over whatever stands there (:func:`write_atomic`). Where the file system
+    has no hard links, the file is created with ``O_EXCL | O_NOFOLLOW`` and written.
     """
     path = Path(path)
     if replace:
-        write_atomic(path, data)
-        return path
+        return write_atomic(path, data)
+    tmp = _synced_temporary(path, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        _create_exclusively(path, data)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def _create_exclusively(path: Path, data: bytes) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o666)
     try:
@@ -208,7 +234,6 @@ def write_new(path: str | os.PathLike[str], data: bytes, *, replace: bool = Fals
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-    return path
 
 
 def record(workdir: str | os.PathLike[str], names: Iterable[str | os.PathLike[str]]) -> None:

@@ -29,7 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(args, capsys):
-    code = cli.main([str(a) for a in args])
+    """``(exit status, stdout, stderr)`` of the command line in-process."""
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -23,6 +23,7 @@ import pytest
 from jax import lax
 
 from fcnjax import inference
+from tests.test_failures import SHAPES, one_line, run
 
 RNG = np.random.default_rng(0)
 KERNEL = RNG.normal(size=(3, 3, 3, 4)).astype(np.float32)  # HWIO: 3 -> 4 channels
@@ -207,25 +208,6 @@ def test_slide_sharded_over_devices_gives_one_devices_numbers(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Everywhere a prediction is made: predict, evaluate, the trainer's evaluation, the CLI.
 
-SHAPES = "shapes_fcn8s:runlocal"
-
-
-def _cli(args, capsys):
-    from fcnjax import cli
-
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as e:  # argparse's own usage errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.startswith("fcnjax ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -254,7 +236,7 @@ def test_predict_with_windows_and_flips_is_the_pure_functions(trained, photo, tm
 
     args = ["predict", "--workdir", trained, "--input", photo, "--output", tmp_path / "out"]
     args += ["--slide", "16x24", "--stride", "11", "--blend", "gaussian", "--tta", "flip"]
-    code, _, err = _cli(args, capsys)
+    code, _, err = run(args, capsys)
     assert code == 0, err
     mask = np.asarray(Image.open(tmp_path / "out" / "big.png"))
     # The same through jit: inference.slide (lax.scan) inside inference.augment.
@@ -276,10 +258,10 @@ def test_predict_with_windows_and_flips_is_the_pure_functions(trained, photo, tm
 
 def test_one_window_over_the_whole_image_is_the_plain_evaluation(trained, capsys):
     # runlocal validates on whole 40x40 images: one 40x40 window is one forward pass.
-    code, _, err = _cli(["evaluate", "--workdir", trained], capsys)
+    code, _, err = run(["evaluate", "--workdir", trained], capsys)
     assert code == 0, err
     plain = json.loads((trained / "eval_validation.json").read_text())
-    code, _, err = _cli(["evaluate", "--workdir", trained, "--slide", "40"], capsys)
+    code, _, err = run(["evaluate", "--workdir", trained, "--slide", "40"], capsys)
     assert code == 0, err
     one = json.loads((trained / "eval_validation.json").read_text())
     np.testing.assert_allclose(one["confusion_matrix"], plain["confusion_matrix"])
@@ -295,7 +277,7 @@ def test_one_window_over_the_whole_image_is_the_plain_evaluation(trained, capsys
         "--scales",
         "1,1.5",
     ]
-    code, _, err = _cli(args, capsys)
+    code, _, err = run(args, capsys)
     assert code == 0, err
     several = json.loads((trained / "eval_validation.json").read_text())
     assert np.sum(several["confusion_matrix"]) == np.sum(plain["confusion_matrix"])
@@ -305,10 +287,10 @@ def test_the_trainers_evaluation_uses_the_config_and_evaluate_agrees(tmp_path, c
     wd = tmp_path / "run"
     settings = ["--config.inference.window=(24, 24)", "--config.inference.stride=(16, 16)"]
     settings += ["--config.inference.blend=gaussian", "--config.inference.flip=True"]
-    code, _, err = _cli(["train", "--config", SHAPES, "--workdir", wd, *settings], capsys)
+    code, _, err = run(["train", "--config", SHAPES, "--workdir", wd, *settings], capsys)
     assert code == 0, err
     trained_eval = json.loads((wd / "final_metrics.json").read_text())["eval"]
-    code, _, err = _cli(["evaluate", "--workdir", wd], capsys)  # reads config.json's section
+    code, _, err = run(["evaluate", "--workdir", wd], capsys)  # reads config.json's section
     assert code == 0, err
     again = json.loads((wd / "eval_validation.json").read_text())
     np.testing.assert_allclose(again["confusion_matrix"], trained_eval["confusion_matrix"])
@@ -323,19 +305,19 @@ def test_the_trainers_evaluation_uses_the_config_and_evaluate_agrees(tmp_path, c
         (["--scales", "1,-2"], "--scales: must be positive numbers"),
     ],
 )
-def test_bad_inference_flags_are_one_line(trained, photo, tmp_path, extra, words, capsys):
+def test_bad_inference_flags_areone_line(trained, photo, tmp_path, extra, words, capsys):
     for command in (
         ["predict", "--input", photo, "--output", tmp_path / "o"],
         ["evaluate"],
     ):
-        code, _, err = _cli([*command, "--workdir", trained, *extra], capsys)
-        assert code == 2 and words in _one_line(err), err
+        code, _, err = run([*command, "--workdir", trained, *extra], capsys)
+        assert code == 2 and words in one_line(err), err
         assert not (tmp_path / "o").exists()
 
 
 def test_a_bad_inference_section_is_a_config_error(tmp_path, capsys):
-    code, _, err = _cli(
+    code, _, err = run(
         ["train", "--config", SHAPES, "--workdir", tmp_path, "--config.inference.blend=cosine"],
         capsys,
     )
-    assert code == 2 and "`inference.blend` must be one of" in _one_line(err)
+    assert code == 2 and "`inference.blend` must be one of" in one_line(err)

@@ -28,8 +28,8 @@ from PIL import Image
 from fcnjax import cli, colab, data
 from fcnjax.data import DataError
 from fcnjax.data.__main__ import main as data_main
+from tests.test_failures import SHAPES, one_line, run
 
-SHAPES = "shapes_fcn8s:runlocal"
 ORIENTATION = 0x0112  # the EXIF tag
 
 # Stored pixels from displayed ones: the inverse of what each EXIF orientation asks a viewer
@@ -44,20 +44,6 @@ TO_STORED = {
     7: lambda d: d[::-1, ::-1].swapaxes(0, 1),  # transposed across the other diagonal
     8: lambda d: np.rot90(d, -1),
 }
-
-
-def run(args, capsys):
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line(err: str) -> str:
-    """The CLI's message: exactly one line starting with ``fcnjax``, no traceback."""
-    lines = [ln for ln in err.splitlines() if ln.startswith("fcnjax ")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

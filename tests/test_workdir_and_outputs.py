@@ -30,23 +30,10 @@ from PIL import Image
 
 from fcnjax import cli, predict, workdir
 from fcnjax.data import Shapes
+from tests.test_failures import SHAPES, one_line, run
 
-SHAPES = "shapes_fcn8s:runlocal"
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-
-
-def run(args, capsys):
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.startswith("fcnjax ")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
