@@ -57,8 +57,9 @@ gives it an equivalent program instead (its docstring lists them). The graph is 
 images: the config's ``inference`` section (sliding windows, test-time augmentation), which
 :class:`~fcnjax.predict.Predictor` applies, is not in it (a warning says so).
 
-Files are written whole or not at all (a temporary file beside ``output``, then renamed); an
-existing ``output`` is refused unless ``overwrite``.
+Files are written whole or not at all (:func:`fcnjax.workdir.write_new`: a synced temporary
+file beside ``output``, then linked to its name); an existing ``output`` is refused unless
+``overwrite``.
 """
 
 from __future__ import annotations
