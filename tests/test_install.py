@@ -27,6 +27,7 @@ import fcnjax
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (ROOT / "fcnjax" / "configs").glob("*.py"))
 SHIPPED.remove("__init__")
+SHIPPED.remove("default")  # every recipe's base (default_config), not a recipe
 
 # Run by the installed fcnjax: every fcnjax module it imports, the recipes by name, a user's
 # config extending a shipped one, and `python -m fcnjax` with no arguments (its trainer
