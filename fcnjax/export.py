@@ -283,27 +283,20 @@ def _trace_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, TypeError, jax.errors.InconclusiveDimensionOperation)
 
 
-def _first_line(error: BaseException, limit: int = 160) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."  # symbolic shapes: long
-
-
 def _traced(fn: Callable[[], Any], predictor: Predictor, spec, dynamic: bool) -> Any:
     """``fn()``, its tracing failures as one ValueError naming the network and the size."""
     try:
         return fn()
     except _trace_errors() as e:
         _, h, w, _ = spec.shape
+        why = export_onnx.first_line(e, 160)  # symbolic shapes make long lines
         if dynamic:
             raise ValueError(
                 f"{_described(predictor)} cannot be exported with a symbolic height and width "
-                f"({_first_line(e)}); export a fixed size instead with --size HxW (the run's "
+                f"({why}); export a fixed size instead with --size HxW (the run's "
                 f"is {'x'.join(str(s) for s in predictor.run.example_shape[1:3])})."
             ) from e
-        raise ValueError(
-            f"{_described(predictor)} cannot take {h}x{w} images: {_first_line(e)}"
-        ) from e
+        raise ValueError(f"{_described(predictor)} cannot take {h}x{w} images: {why}") from e
 
 
 def _stablehlo(fn, spec, predictor: Predictor, platforms, dynamic: bool) -> bytes:

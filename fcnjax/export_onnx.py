@@ -52,9 +52,11 @@ def import_onnx():
     return jax2onnx, onnx, onnxruntime
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """An error's first line (its type's name if it has none), cut to ``limit`` characters."""
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    line = text[0] if text else type(error).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
 
 def convert(
@@ -87,7 +89,7 @@ def convert(
         step = f"the primitive {found[1]!r}" if found else "a step of the graph"
         raise ValueError(
             f"{what} cannot be exported to ONNX: jax2onnx could not convert {step} "
-            f"({type(e).__name__}: {_first_line(e)}). Export StableHLO instead "
+            f"({type(e).__name__}: {first_line(e)}). Export StableHLO instead "
             "(--format stablehlo)."
         ) from e
     for key, value in metadata.items():
@@ -111,7 +113,7 @@ def run(data: bytes, images: np.ndarray, what: str) -> list[np.ndarray]:
         return session.run(None, {"image": images})
     except Exception as e:  # noqa: BLE001 (ONNX Runtime's own error types)
         raise ValueError(
-            f"ONNX Runtime cannot run the ONNX form of {what}: {_first_line(e)}. Export "
+            f"ONNX Runtime cannot run the ONNX form of {what}: {first_line(e)}. Export "
             "StableHLO instead (--format stablehlo)."
         ) from e
 
