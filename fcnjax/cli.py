@@ -300,8 +300,9 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import numpy as np
 
-    from fcnjax import predict
+    from fcnjax import predict, workdir
     from fcnjax.data import DataError
+    from fcnjax.data.images import read_image
 
     files = predict.image_files(args.input, "--input")
     plan = predict.plan_outputs(files, args.output, not args.no_overlay, args.overwrite)
@@ -310,10 +311,13 @@ def _predict(args) -> int:
     done = 0
     try:
         for path, out in plan.items():
-            mask = predict.predict_segmentation(
-                predictor, path, out, overlay=not args.no_overlay, overwrite=args.overwrite
-            )
-            done += 1
+            image = read_image(path, channels=predictor.channels)
+            mask = predictor(image)  # Ctrl-C stops it at once; below it waits for the files
+            with workdir.interrupts_deferred():
+                predict.save_prediction(
+                    mask, image, out, not args.no_overlay, overwrite=args.overwrite
+                )
+                done += 1
             counts = {int(k): int(v) for k, v in zip(*np.unique(mask, return_counts=True))}
             print(f"{path} -> {out} (pixels per class: {counts})")
     except (KeyboardInterrupt, DataError) as e:  # an image's files: all or none (predict)

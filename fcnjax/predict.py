@@ -49,6 +49,7 @@ __all__ = [
     "plan_outputs",
     "predict_multiple",
     "predict_segmentation",
+    "save_prediction",
 ]
 
 
@@ -267,14 +268,30 @@ def _nothing_lost(outputs: list[Path], inputs: list[Path], overwrite: bool) -> N
         )
 
 
-def _write(
-    mask: np.ndarray, image: np.ndarray, out: Path, overlay: bool, colours, overwrite: bool
+def save_prediction(
+    mask: np.ndarray,
+    image: np.ndarray,
+    out_fname: str | os.PathLike[str],
+    overlay: bool = True,
+    *,
+    colours: Any = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """The index, colour and overlay PNGs of one image, all or none: each created
-    exclusively unless ``overwrite`` (:func:`fcnjax.workdir.write_new`), so that another
-    run writing the same names at the same time, or a link planted there, fails instead of
-    being replaced or written through."""
-    index, colour, *blend = output_files(out, overlay)
+    """Writes one image's prediction, all files or none (also on Ctrl-C, which waits for
+    the files: :func:`fcnjax.workdir.interrupts_deferred`) -> the paths written.
+
+    Args:
+      mask: ``uint8 (H, W)`` class indices.
+      image: ``uint8 (H, W, C)``, the image predicted (for the overlay).
+      out_fname: ``<stem>.png``: a palette PNG whose pixel values are the classes; beside it
+        ``<stem>_color.png`` (RGB) and, with ``overlay``, ``<stem>_overlay.png``.
+      colours: ``(num_classes, 3)`` uint8 colours (default :func:`fcnjax.viz.palette`).
+      overwrite: replace existing files. Otherwise each is created exclusively
+        (:func:`fcnjax.workdir.write_new`), so that another run writing the same names at
+        the same time, or a link planted there, fails instead of being replaced or written
+        through.
+    """
+    index, colour, *blend = output_files(out_fname, overlay)
     pictures = {index: viz.png_bytes(mask, colours)}  # palette PNG: pixel values are classes
     pictures[colour] = viz.png_bytes(viz.colorize(mask, colours))
     if blend:
@@ -283,18 +300,19 @@ def _write(
         pictures[blend[0]] = viz.png_bytes(viz.overlay(image, mask, 0.5, colours))
     index.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    try:
-        for path, data in pictures.items():
-            written.append(workdir_lib.write_new(path, data, replace=overwrite))
-    except FileExistsError:
-        raise FileExistsError(
-            f"{path} appeared while predicting (another run writing the same output folder?); "
-            "it was not replaced. Pass --overwrite (overwrite=True) to replace it."
-        ) from None
-    except BaseException:  # an interrupted image leaves none of its files
-        for done in written:
-            done.unlink(missing_ok=True)
-        raise
+    with workdir_lib.interrupts_deferred():
+        try:
+            for path, data in pictures.items():
+                written.append(workdir_lib.write_new(path, data, replace=overwrite))
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} appeared while predicting (another run writing the same output "
+                "folder?); it was not replaced. Pass --overwrite (overwrite=True) to replace it."
+            ) from None
+        except BaseException:  # a failed image (disk full, ...) leaves none of its files
+            for done in written:
+                done.unlink(missing_ok=True)
+            raise
     return written
 
 
@@ -331,7 +349,7 @@ def predict_segmentation(
         image = read_image(inp, channels=predictor.channels)
     mask = predictor(image)
     if out_fname is not None:
-        _write(mask, image, Path(out_fname), overlay, None, overwrite)
+        save_prediction(mask, image, out_fname, overlay, overwrite=overwrite)
     return mask
 
 

@@ -32,7 +32,9 @@ import json
 import os
 import re
 import secrets
+import signal
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -222,6 +224,35 @@ def write_new(path: str | os.PathLike[str], data: bytes, *, replace: bool = Fals
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return path
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Holds Ctrl-C (SIGINT) back while the block runs, and delivers it, to whatever
+    handler was there before, when the block ends: the files a block writes, and the count
+    of what was written, are then all done, or (the block's own clean-up on an error) none.
+    Blocks nest; outside the main thread (where Python runs signal handlers) it does nothing.
+
+    >>> seen = []
+    >>> before = signal.signal(signal.SIGINT, lambda *_: seen.append("Ctrl-C"))
+    >>> with interrupts_deferred():
+    ...     signal.raise_signal(signal.SIGINT)
+    ...     seen.append("the block's work")
+    >>> seen
+    ["the block's work", 'Ctrl-C']
+    >>> _ = signal.signal(signal.SIGINT, before)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:  # not after an error: that one propagates, and stops as well
+        signal.raise_signal(signal.SIGINT)
 
 
 def _create_exclusively(path: Path, data: bytes) -> None:

@@ -269,6 +269,42 @@ def test_ctrl_c_during_predict_counts_what_was_written(trained, tmp_path):
     assert not list(out.glob(".*"))  # no temporary file left
 
 
+def test_a_ctrl_c_between_an_images_files_waits_for_all_of_them(tmp_path, monkeypatch):
+    """The race the test above can hit: SIGINT right after a file is linked into place and
+    before it is counted. Held back until the image's three files are all there."""
+    real = workdir.write_new
+
+    def interrupted(path, data, **kw):
+        written = real(path, data, **kw)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C at the worst moment
+        return written
+
+    monkeypatch.setattr(workdir, "write_new", interrupted)
+    mask = np.arange(48, dtype=np.uint8).reshape(6, 8) % 3
+    image = np.zeros((6, 8, 3), np.uint8)
+    with pytest.raises(KeyboardInterrupt):
+        predict.save_prediction(mask, image, tmp_path / "a.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_color.png", "a_overlay.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), mask)
+
+
+def test_a_failed_write_leaves_none_of_an_images_files(tmp_path, monkeypatch):
+    real, calls = workdir.write_new, []
+
+    def full_disk(path, data, **kw):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(workdir, "write_new", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        predict.save_prediction(
+            np.zeros((4, 4), np.uint8), np.zeros((4, 4, 1), np.uint8), tmp_path / "b.png"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_greyscale_model_reads_a_colour_photo_as_its_training_did(grey, tmp_path, capsys):
     _, wd = grey
     photo = tmp_path / "photo.jpg"
