@@ -59,9 +59,9 @@ jax.config.update("jax_threefry_partitionable", _PARTITIONABLE)
 
 from fcnjax import config as config_lib  # noqa: E402
 from fcnjax import models  # noqa: E402
-from fcnjax.optim import make_optimizer  # noqa: E402
-from fcnjax.steps import create_train_state, train_step  # noqa: E402
-from fcnjax.tasks import Autoencoder, Segmentation  # noqa: E402
+from fcnjax.training.optim import make_optimizer  # noqa: E402
+from fcnjax.training.steps import create_train_state, train_step  # noqa: E402
+from fcnjax.training.tasks import Autoencoder, Segmentation  # noqa: E402
 
 IGNORE = 255
 

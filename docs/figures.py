@@ -12,7 +12,7 @@
   its pixel accuracy and that of one forward pass over the whole image.
 - ``cae_latent.png``, ``cae_latent_grid.png``, ``cae_decoded.png``: the ``cae_mnist`` config
   (the full recipe: batch 32, 10 epochs) trained on fcnjax's look-alike digits
-  (:func:`fcnjax.data.testing.mock_tfds`): MNIST itself cannot be downloaded here. Prints its
+  (:func:`fcnjax.data.lookalike.mock_tfds`): MNIST itself cannot be downloaded here. Prints its
   validation MSE.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fcnjax import config as config_lib
 from fcnjax import data, predict, train, viz
-from fcnjax.data.testing import mock_tfds
+from fcnjax.data.lookalike import mock_tfds
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "images"

@@ -1,10 +1,10 @@
 """fcnjax: segmentation and generation with transposed convolutions in JAX.
 
-Training, prediction and checkpoints (which import orbax) are imported on demand:
-``from fcnjax import train, predict``.
+Training, prediction and export (which import orbax) are imported on demand:
+``from fcnjax import train, predict, export``; what runs a training is :mod:`fcnjax.training`.
 """
 
-from fcnjax import data, layers, losses, metrics, models, ops, optim, viz, weights
+from fcnjax import data, layers, losses, metrics, models, ops, viz, weights
 
 __version__ = "0.1.0"
-__all__ = ["data", "layers", "losses", "metrics", "models", "ops", "optim", "viz", "weights"]
+__all__ = ["data", "layers", "losses", "metrics", "models", "ops", "viz", "weights"]

@@ -1,30 +1,23 @@
 """``fcnjax`` commands. With no command, trains the offline default (the ``shapes_fcn8s`` config).
 
-    fcnjax train --config NAME[:arg] --workdir DIR [key=value | --config.key=value ...]
-        [--overwrite]  # replace files of a run's output names that fcnjax did not write
+    fcnjax train --config NAME[:arg] --workdir DIR [--overwrite] [key=value ...]
     fcnjax evaluate --workdir DIR [--split test] [--checkpoint best]
     fcnjax predict --workdir DIR --input FILE_OR_DIR --output DIR [--slide H --tta flip ...]
     fcnjax export --workdir DIR --output FILE [--format onnx] [--size HxW | --dynamic]
-    fcnjax verify --config NAME [key=value | --config.key=value ...]
+    fcnjax verify --config NAME [key=value | --config.key=value ...] [--stats]
+    fcnjax verify name=camvid root=/data/CamVid [split=train ...] [--stats]  # a data source
     fcnjax plot --workdir DIR [--output DIR]   # training curves (needs fcnjax[viz])
+    fcnjax list [recipes | networks]           # what ships (fcnjax.catalog)
 
-A config is a recipe shipped in :mod:`fcnjax.configs` by name (``shapes_fcn8s``) or the
-path of a config file (``path/to/my_config.py:arg``); :func:`fcnjax.config.load_config`
-resolves both. Overrides are ``key=value``, ``--config.key=value`` or ``--config.key value``
-(``ml_collections.config_flags``' forms); :func:`fcnjax.config.apply_overrides` parses and
-type-checks them. The parser only parses; everything else is the library
-(:mod:`fcnjax.train`, :mod:`fcnjax.predict`). :func:`main` is the one place where fcnjax's
-own errors become one line naming what was wrong and an exit status (``--verbose`` adds
-the traceback); anything else keeps its traceback, so that bugs stay visible. Exit statuses:
-
-- 0: done;
-- 1: the run failed on what it met: bad data, an unreadable checkpoint, a NaN/inf loss,
-  a full disk, a workdir in use by another run, a missing optional extra;
-- 2: usage: a bad argument, config file, key or value, a missing input, a workdir or
-  output that is a file or not writable, outputs that would be overwritten or collide;
-- 130 / 143: stopped by Ctrl-C (SIGINT) / SIGTERM; a training run saved a checkpoint
-  first and resumes when run again (128 + the signal's number, the shell's convention).
-"""
+A config is a recipe shipped in :mod:`fcnjax.configs` by name or the path of a config file,
+optionally with ``:arg`` (:func:`fcnjax.config.load_config`). Overrides are ``key=value``,
+``--config.key=value`` or ``--config.key value`` (``ml_collections.config_flags``' forms),
+parsed and type-checked by :func:`fcnjax.config.apply_overrides`. The parser only parses;
+everything else is the library (:mod:`fcnjax.train`, :mod:`fcnjax.predict`,
+:mod:`fcnjax.catalog`). :func:`main` is the one place where fcnjax's own errors become one
+line naming what was wrong and an exit status (``--verbose`` adds the traceback); anything
+else keeps its traceback, so that bugs stay visible. The exit statuses (:data:`EXIT_FAILED`,
+:data:`EXIT_USAGE`, 128 + a signal's number) end ``fcnjax --help`` (:data:`EPILOG`)."""
 
 from __future__ import annotations
 
@@ -38,26 +31,55 @@ import sys
 import traceback
 from pathlib import Path
 
+from fcnjax import catalog  # the commands that only look (verify, list); imports on demand
+
 __all__ = ["DEFAULT_CONFIG", "EXIT_FAILED", "EXIT_USAGE", "main"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-DEFAULT_CONFIG = "shapes_fcn8s"  # in fcnjax/configs, so an installed wheel runs it
+DEFAULT_CONFIG = "shapes_fcn8s"  # configs/, shipped as fcnjax.configs: a wheel runs it
 DEFAULT_WORKDIR = "runs/shapes_fcn8s"
-CONFIG_HELP = "a shipped config (shapes_fcn8s, cae_mnist, ...) or a .py file; optionally :arg"
-OVERRIDES = "then config overrides: key=value, --config.key=value or --config.key value"
+DESCRIPTION = f"""\
+Train, evaluate and use segmentation networks in JAX. With no command, trains the
+offline default recipe ({DEFAULT_CONFIG}) in {DEFAULT_WORKDIR}."""
+EPILOG = """\
+A config is a shipped recipe by name (fcnjax list recipes shows them), optionally with
+:arg (shapes_fcn8s:runlocal), or the path of a config file (my_config.py or my_config.py:arg).
+Config overrides follow it: key=value, --config.key=value or --config.key value.
+
+exit status:
+  0        done
+  1        the run failed on what it met: bad data, an unreadable checkpoint, a NaN loss,
+           a full disk, a workdir in use by another run, a missing extra
+  2        usage: a bad argument, config, key or value, a missing input, outputs that
+           exist or cannot be written
+  130/143  stopped by Ctrl-C / SIGTERM (training saves a checkpoint; run it again to resume)"""
+CONFIG_HELP = "a shipped recipe (fcnjax list recipes) or a config .py file; optionally :arg"
+TRAIN_EPILOG = """Then config overrides: key=value, --config.key=value or --config.key value. \
+The recipes: fcnjax list recipes; the networks (model.name=NAME): fcnjax list networks."""
+VERIFY_EPILOG = """With --config (then config overrides), checks the config's training and \
+evaluation data; without, the data source key=value pairs describe: name= one of {} and its \
+arguments (name=camvid root=/data/CamVid split=train). Exit status 1: an example is bad."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fcnjax", description=__doc__.split("\n")[0])
+    from fcnjax.data import SOURCES
+
+    raw = argparse.RawDescriptionHelpFormatter  # the epilog's table as it is written
+    parser = argparse.ArgumentParser(
+        prog="fcnjax", description=DESCRIPTION, epilog=EPILOG, formatter_class=raw
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="with an error, also print its traceback"
     )
-    sub = parser.add_subparsers(dest="command")
-    train = sub.add_parser(
-        "train", help="train and evaluate a config (resumes from --workdir)", epilog=OVERRIDES
-    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, text: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text[0].upper() + text[1:], **kwargs)
+
+    train = add("train", "train and evaluate a config (resumes from --workdir)")
+    train.epilog = TRAIN_EPILOG
     train.add_argument("--config", required=True, help=CONFIG_HELP)
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and pictures")
     train.add_argument(
@@ -65,13 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace files in --workdir with a run's output names that fcnjax did not write",
     )
-    ev = sub.add_parser("evaluate", help="FCN metrics of a trained workdir on a split")
+    ev = add("evaluate", "FCN metrics of a trained workdir on a split")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default=None, help="default: the config's evaluation split")
     ev.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
     ev.add_argument("--batch-size", type=_positive_int, default=None)
     _inference_flags(ev)
-    pr = sub.add_parser("predict", help="masks (class-index, colour and overlay PNGs)")
+    pr = add("predict", "masks (class-index, colour and overlay PNGs)")
     pr.add_argument("--workdir", required=True)
     pr.add_argument("--input", required=True, help="an image file or a directory of images")
     pr.add_argument("--output", required=True, help="directory for the PNGs")
@@ -79,32 +101,38 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-overlay", action="store_true")
     pr.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _inference_flags(pr)
-    ex = sub.add_parser("export", help="a file that runs without fcnjax: StableHLO or ONNX")
-    ex.add_argument("--workdir", required=True)
-    ex.add_argument("--output", required=True, help="the file to write")
-    ex.add_argument("--format", default="stablehlo", help="stablehlo (default) or onnx")
-    ex.add_argument("--size", default=None, help="HxW (default: the run's example size)")
-    ex.add_argument(
-        "--dynamic", action="store_true", help="symbolic height and width, where the network allows"
-    )
-    ex.add_argument("--platforms", default="cpu", help="StableHLO: some of cpu,cuda,rocm,tpu")
-    ex.add_argument("--probabilities", action="store_true", help="also the softmax outputs")
-    ex.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    ve = sub.add_parser(
-        "verify", help="check a config's datasets (every example)", epilog=OVERRIDES
-    )
-    ve.add_argument("--config", required=True, help=CONFIG_HELP)
-    pl = sub.add_parser("plot", help="training curves of a workdir as PNGs (matplotlib)")
+    _export_flags(add("export", "a file that runs without fcnjax: StableHLO or ONNX"))
+    usage = "%(prog)s [-h] [--stats] (--config CONFIG [overrides] | key=value ...)"
+    ve = add("verify", "read every example of a config's data or of a data source", usage=usage)
+    ve.epilog = VERIFY_EPILOG.format(", ".join(sorted(SOURCES)))
+    ve.add_argument("--config", default=None, help=CONFIG_HELP)
+    ve.add_argument("--stats", action="store_true", help="also each class's pixel count and weight")
+    pl = add("plot", "training curves of a workdir as PNGs (matplotlib)")
     pl.add_argument("--workdir", required=True)
     pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
+    ls = add("list", "the shipped recipes and the networks (with their parameter counts)")
+    ls.add_argument("what", nargs="?", choices=("recipes", "networks"), help="default: both")
     return parser
+
+
+def _export_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--output", required=True, help="the file to write")
+    parser.add_argument("--format", default="stablehlo", help="stablehlo (default) or onnx")
+    parser.add_argument("--size", default=None, help="HxW (default: the run's example size)")
+    parser.add_argument(
+        "--dynamic", action="store_true", help="symbolic height and width, where the network allows"
+    )
+    parser.add_argument("--platforms", default="cpu", help="StableHLO: some of cpu,cuda,rocm,tpu")
+    parser.add_argument("--probabilities", action="store_true", help="also the softmax outputs")
+    parser.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
 
 def _inference_flags(parser: argparse.ArgumentParser) -> None:
     """Sliding windows and test-time augmentation (fcnjax.inference); unset: the config's
     ``inference`` section."""
-    g = parser.add_argument_group("inference (default: the config's `inference` section)")
+    g = parser.add_argument_group("inference (default: the inference section of the run's config)")
     g.add_argument("--slide", type=_size, metavar="H[xW]", help="sliding windows of this size")
     g.add_argument("--stride", type=_size, metavar="H[xW]", help="between windows (the window)")
     g.add_argument("--blend", choices=("constant", "gaussian"), help="of overlapping windows")
@@ -183,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if extra and args.command not in ("train", "verify"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "verify" and args.config is None:  # a data source: key=value pairs
+        if not extra or any(arg.startswith("--config.") for arg in extra):
+            parser.error("verify needs --config NAME [overrides] or a data source: key=value pairs")
     # Importing fcnjax already gave the root logger a handler (orbax logs through absl at
     # import, and absl then calls logging.basicConfig()), so basicConfig alone would do nothing
     # and fcnjax's own lines would read "WARNING:fcnjax.train: ..." (INFO ones: never). That
@@ -215,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 def _explain(error: BaseException) -> tuple[int | None, str]:
     """``(exit status, one line)`` for fcnjax's own errors and the user's files; ``(None,
     ...)`` for anything else."""
-    from fcnjax import checkpoints, download, train, workdir
     from fcnjax import config as config_lib
+    from fcnjax import download, train
     from fcnjax.data import DataError
+    from fcnjax.training import checkpoints, workdir
 
     if isinstance(error, config_lib.ConfigError):
         return EXIT_USAGE, f"config error: {error}"
@@ -251,7 +283,8 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
 def _run(args, overrides: list[str]) -> int:
     commands = {
         "plot": lambda: _plot(args.workdir, args.output),
-        "verify": lambda: _verify(args.config, overrides),
+        "verify": lambda: catalog.verify(args.config, overrides, stats=args.stats),
+        "list": lambda: catalog.print_listing(args.what),
         "train": lambda: _train(args, overrides),
         "evaluate": lambda: _evaluate(args),
         "predict": lambda: _predict(args),
@@ -262,7 +295,8 @@ def _run(args, overrides: list[str]) -> int:
 
 def _train(args, overrides: list[str]) -> int:
     from fcnjax import config as config_lib
-    from fcnjax import summary, train
+    from fcnjax import train
+    from fcnjax.training import summary
 
     config = config_lib.load_config(args.config, overrides)
     result = train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
@@ -279,7 +313,8 @@ def _train(args, overrides: list[str]) -> int:
 
 
 def _evaluate(args) -> int:
-    from fcnjax import predict, summary, workdir
+    from fcnjax import predict
+    from fcnjax.training import summary, workdir
 
     results = predict.evaluate_segmentation(
         args.workdir,
@@ -300,9 +335,10 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import numpy as np
 
-    from fcnjax import predict, workdir
+    from fcnjax import predict
     from fcnjax.data import DataError
     from fcnjax.data.images import read_image
+    from fcnjax.training import workdir
 
     files = predict.image_files(args.input, "--input")
     plan = predict.plan_outputs(files, args.output, not args.no_overlay, args.overwrite)
@@ -358,27 +394,4 @@ def _plot(workdir: str, output: str | None) -> int:
         raise NotADirectoryError(f"--workdir {workdir}: no such directory.")
     for path in viz.plot_metrics(workdir, output):
         print(path)
-    return 0
-
-
-def _verify(spec: str, overrides: list[str]) -> int:
-    """Reads every example of the config's training and evaluation sources; 1 if any is bad."""
-    from fcnjax import config as config_lib
-    from fcnjax import data, experiment
-
-    config = config_lib.load_config(spec, overrides)
-    for name, cfg in (
-        ("data", config.data.to_dict()),
-        ("eval_data", experiment.eval_data_config(config)),
-    ):
-        if cfg is None:
-            continue
-        source = data.get_source({**cfg, "verify": False})
-        checked = data.verify(source, on_error="skip")
-        skipped = getattr(checked, "skipped", [])
-        print(f"{name}: {type(source).__name__}, {len(source)} examples, {len(skipped)} bad")
-        for problem in skipped:
-            print(f"  {problem.message}")  # names the file (or record) itself
-        if skipped:
-            return 1
     return 0

@@ -4,7 +4,7 @@ device facts, timing and display.
 The notebooks run on Colab (TPU, GPU or CPU runtimes) and in this repository's tests. Set
 the environment variable ``FCNJAX_SMOKE=1`` and every notebook runs its configs'
 ``:runlocal`` variants in a minute or two on a CPU, with TFDS datasets prepared, as for
-a user, from generated look-alike release files (:func:`fcnjax.data.testing.tfds_release`)
+a user, from generated look-alike release files (:func:`fcnjax.data.lookalike.tfds_release`)
 instead of downloads.
 
 >>> config("shapes_fcn8s", "runlocal").num_steps  # an explicit argument wins over the switch
@@ -53,7 +53,7 @@ def data_context() -> contextlib.AbstractContextManager:
     """In smoke mode, TFDS's MNIST and Oxford-IIIT Pet from generated release files (no
     download; prepared once per process, in a temporary folder); else nothing."""
     if smoke():
-        from fcnjax.data.testing import tfds_release
+        from fcnjax.data.lookalike import tfds_release
 
         return tfds_release(_smoke_dir(), num_examples=64)
     return contextlib.nullcontext()

@@ -57,7 +57,7 @@ gives it an equivalent program instead (its docstring lists them). The graph is 
 images: the config's ``inference`` section (sliding windows, test-time augmentation), which
 :class:`~fcnjax.predict.Predictor` applies, is not in it (a warning says so).
 
-Files are written whole or not at all (:func:`fcnjax.workdir.write_new`: a synced temporary
+Files are written whole or not at all (:func:`fcnjax.training.workdir.write_new`: a synced temporary
 file beside ``output``, then linked to its name); an existing ``output`` is refused unless
 ``overwrite``.
 """
@@ -79,10 +79,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcnjax import export_onnx
-from fcnjax import workdir as workdir_lib
 from fcnjax.data.transforms import Preprocessing, normalize
 from fcnjax.inference import DEFAULTS as INFERENCE_DEFAULTS
 from fcnjax.predict import Predictor, load
+from fcnjax.training import workdir as workdir_lib
 
 log = logging.getLogger("fcnjax.export")
 
@@ -375,7 +375,7 @@ def _metadata(predictor: Predictor, names: list[str], spec) -> dict[str, str]:
 
 
 def _write(output: Path, data: bytes, overwrite: bool) -> Path:
-    """``data`` as ``output``, whole or not at all (:func:`fcnjax.workdir.write_new`)."""
+    """``data`` as ``output``, whole or not at all (:func:`fcnjax.training.workdir.write_new`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         return workdir_lib.write_new(output, data, replace=overwrite)

@@ -8,18 +8,16 @@ notebooks and threads. Everything here is re-exported by :mod:`fcnjax.viz`.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fcnjax.metrics_log import read_jsonl
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-log = logging.getLogger(__name__)
 
 __all__ = ["figure_to_array", "plot_metrics", "read_metrics", "scatter", "scatter_figure"]
 
@@ -185,6 +183,10 @@ def scatter(
 def read_metrics(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Reads a training's ``metrics.jsonl`` (a workdir or the file).
 
+    The file is read by :func:`fcnjax.metrics_log.read_jsonl`: a cut-off last line (a run
+    killed while writing it) is skipped with a warning; any other bad line is a
+    ``ValueError`` naming the file and the line.
+
     Returns:
       ``{name: (steps int64[M], values float64[M])}`` for every numeric metric, in step
       order (a resumed run's repeated steps keep their last value).
@@ -196,23 +198,10 @@ def read_metrics(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             f"{file}: no metrics file (a workdir holds metrics.jsonl once training has logged)."
         )
     series: dict[str, dict[int, float]] = {}
-    lines = file.read_text().splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            step = int(record["step"])
-        except (ValueError, KeyError, TypeError) as e:
-            # A writer killed mid-line leaves a cut-off record, last in the file or (once a
-            # resumed run appended on a fresh line) in the middle: skip it, say so.
-            if n == len(lines) or line.startswith('{"step": '):
-                log.warning("%s, line %d: skipped a cut-off record (%s).", file, n, e)
-                continue
-            raise ValueError(f"{file}, line {n}: not a metrics record ({e}).") from e
+    for record in read_jsonl(file):
         for key, value in record.items():
             if key not in ("step", "time") and isinstance(value, (int, float)):
-                series.setdefault(key, {})[step] = float(value)
+                series.setdefault(key, {})[record["step"]] = float(value)
     return {
         k: (np.asarray(sorted(v), np.int64), np.asarray([v[s] for s in sorted(v)]))
         for k, v in series.items()

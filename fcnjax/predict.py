@@ -28,15 +28,20 @@ import ml_collections
 import numpy as np
 import tqdm.auto
 
-from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
-from fcnjax import evaluate, experiment, viz
 from fcnjax import inference as inference_lib
-from fcnjax import workdir as workdir_lib
-from fcnjax.data.core import IMAGE_EXTENSIONS, some
-from fcnjax.data.images import image_size, read_image
+from fcnjax.data.images import read_image
 from fcnjax.ops import resize_logits
+from fcnjax.prediction_files import (
+    check_outputs,
+    image_files,
+    output_files,
+    plan_outputs,
+    save_prediction,
+)
+from fcnjax.training import checkpoints as ckpt
+from fcnjax.training import evaluate, experiment
 
 log = logging.getLogger("fcnjax.predict")
 
@@ -159,6 +164,15 @@ def load(
       FileNotFoundError: ``workdir`` or its ``config.json`` does not exist.
       CheckpointError: no complete checkpoint, or an unreadable one.
     """
+    config, info, variables, step = _read(workdir, checkpoint)
+    built = experiment.build(config, with_train=False, with_eval=False, info=info)
+    variables = _checked(built.run, variables, Path(workdir), checkpoint, step)
+    options = inference_lib.check_options({**built.inference, **(inference or {})})
+    return Predictor(config, built.run, variables, step, Path(workdir), options)
+
+
+def _read(workdir: str | os.PathLike[str], checkpoint: str) -> tuple[Any, Any, dict, int]:
+    """``(config, run info, variables, step)`` of a workdir's checkpoint."""
     workdir = Path(workdir)
     if checkpoint not in ("latest", "best"):
         raise ValueError(f"`checkpoint` must be 'latest' or 'best'; got {checkpoint!r}.")
@@ -170,23 +184,25 @@ def load(
     config = config_lib.from_json((workdir / "config.json").read_text())
     directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
     state, step = ckpt.restore_state(directory, None)
-    info = _run_info(workdir)
-    run = experiment.build(config, with_train=False, with_eval=False, info=info)
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
-    # Flax applies a model to parameters it does not use without a word: another network's
-    # checkpoint must be refused here, not evaluated.
+    return config, _run_info(workdir), variables, step
+
+
+def _checked(run: Any, variables: dict, workdir: Path, checkpoint: str, step: int) -> Any:
+    """``variables`` on the device, refused (CheckpointError) unless they are the model's:
+    Flax applies a model to parameters it does not use without a word, so another
+    network's checkpoint must be refused here, not evaluated."""
     expected = jax.eval_shape(run.model.init, jax.random.key(0), jnp.zeros(run.example_shape))
     problems = ckpt.mismatches(expected, variables)
     if problems:
+        directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
         raise ckpt.CheckpointError(
             f"{directory / str(step)} holds another network than {workdir / 'config.json'} "
             f"builds ({'; '.join(problems)}): the workdir's config and checkpoint disagree."
         )
-    variables = jax.tree.map(jnp.asarray, variables)
-    options = inference_lib.check_options({**config.inference.to_dict(), **(inference or {})})
-    return Predictor(config, run, variables, step, workdir, options)
+    return jax.tree.map(jnp.asarray, variables)
 
 
 def _run_info(workdir: Path) -> dict[str, Any] | None:
@@ -202,118 +218,6 @@ def _predictor(workdir_or_predictor, checkpoint: str = "latest", inference=None)
         return workdir_or_predictor
     options = inference_lib.check_options({**workdir_or_predictor.inference, **inference})
     return dataclasses.replace(workdir_or_predictor, inference=options)
-
-
-def output_files(out: str | os.PathLike[str], overlay: bool = True) -> list[Path]:
-    """What a prediction written to ``out`` creates: ``out`` (class indices),
-    ``<stem>_color.png`` and, with ``overlay``, ``<stem>_overlay.png``.
-
-    >>> [p.name for p in output_files("masks/cat.png")]
-    ['cat.png', 'cat_color.png', 'cat_overlay.png']
-    """
-    out = Path(out)
-    names = [out, out.with_name(out.stem + "_color.png")]
-    return names + [out.with_name(out.stem + "_overlay.png")] * overlay
-
-
-def plan_outputs(
-    inputs: list[Path],
-    out_dir: str | os.PathLike[str],
-    overlay: bool = True,
-    overwrite: bool = False,
-) -> dict[Path, Path]:
-    """``{input: out_dir/<stem>.png}``, after checking that nothing is lost.
-
-    Raises:
-      NotADirectoryError: ``out_dir`` is a file.
-      ValueError: two inputs would write the same file (``a.png`` and ``a.jpg``; or
-        ``a_color.png`` and ``a.png``), or an output would replace an input; the message
-        lists them.
-      FileExistsError: outputs exist already and ``overwrite`` is False; it lists them.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--output {out_dir} is a file, not a directory.")
-    plan = {p: out_dir / f"{p.stem}.png" for p in inputs}
-    writers: dict[Path, list[Path]] = {}
-    for p, out in plan.items():
-        for f in output_files(out, overlay):
-            writers.setdefault(f, []).append(p)
-    clashes = [
-        f"{' and '.join(str(p) for p in ps)} -> {f}" for f, ps in writers.items() if len(ps) > 1
-    ]
-    if clashes:
-        raise ValueError(
-            "these inputs would write the same output file: "
-            + "; ".join(clashes)
-            + ". Rename them, or predict them into separate output folders."
-        )
-    _nothing_lost(list(writers), inputs, overwrite)
-    return plan
-
-
-def _nothing_lost(outputs: list[Path], inputs: list[Path], overwrite: bool) -> None:
-    """Raises unless writing ``outputs`` keeps every input and, without ``overwrite``,
-    every existing file."""
-    resolved = {p.resolve() for p in inputs}
-    inputs_hit = [str(f) for f in outputs if f.resolve() in resolved]
-    if inputs_hit:
-        raise ValueError(f"the outputs would replace input images: {', '.join(inputs_hit)}.")
-    existing = [str(f) for f in outputs if os.path.lexists(f)]  # a dangling link too
-    if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" * (len(existing) > 5))
-        raise FileExistsError(
-            f"{len(existing)} output files exist already ({shown}); pass --overwrite "
-            "(overwrite=True) to replace them, or choose another output folder."
-        )
-
-
-def save_prediction(
-    mask: np.ndarray,
-    image: np.ndarray,
-    out_fname: str | os.PathLike[str],
-    overlay: bool = True,
-    *,
-    colours: Any = None,
-    overwrite: bool = False,
-) -> list[Path]:
-    """Writes one image's prediction, all files or none (also on Ctrl-C, which waits for
-    the files: :func:`fcnjax.workdir.interrupts_deferred`) -> the paths written.
-
-    Args:
-      mask: ``uint8 (H, W)`` class indices.
-      image: ``uint8 (H, W, C)``, the image predicted (for the overlay).
-      out_fname: ``<stem>.png``: a palette PNG whose pixel values are the classes; beside it
-        ``<stem>_color.png`` (RGB) and, with ``overlay``, ``<stem>_overlay.png``.
-      colours: ``(num_classes, 3)`` uint8 colours (default :func:`fcnjax.viz.palette`).
-      overwrite: replace existing files. Otherwise each is created exclusively
-        (:func:`fcnjax.workdir.write_new`), so that another run writing the same names at
-        the same time, or a link planted there, fails instead of being replaced or written
-        through.
-    """
-    index, colour, *blend = output_files(out_fname, overlay)
-    pictures = {index: viz.png_bytes(mask, colours)}  # palette PNG: pixel values are classes
-    pictures[colour] = viz.png_bytes(viz.colorize(mask, colours))
-    if blend:
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        pictures[blend[0]] = viz.png_bytes(viz.overlay(image, mask, 0.5, colours))
-    index.parent.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    with workdir_lib.interrupts_deferred():
-        try:
-            for path, data in pictures.items():
-                written.append(workdir_lib.write_new(path, data, replace=overwrite))
-        except FileExistsError:
-            raise FileExistsError(
-                f"{path} appeared while predicting (another run writing the same output "
-                "folder?); it was not replaced. Pass --overwrite (overwrite=True) to replace it."
-            ) from None
-        except BaseException:  # a failed image (disk full, ...) leaves none of its files
-            for done in written:
-                done.unlink(missing_ok=True)
-            raise
-    return written
 
 
 def predict_segmentation(
@@ -341,7 +245,7 @@ def predict_segmentation(
     """
     if out_fname is not None:
         inputs = [] if isinstance(inp, np.ndarray) else [Path(inp)]
-        _nothing_lost(output_files(out_fname, overlay), inputs, overwrite)
+        check_outputs(output_files(out_fname, overlay), inputs, overwrite)
     predictor = _predictor(workdir, checkpoint, inference)
     if isinstance(inp, np.ndarray):
         image = np.asarray(inp)
@@ -408,60 +312,28 @@ def evaluate_segmentation(
         ``scales``), computed under ``jit`` with the batch sharded over the devices.
       progress: a progress bar of the evaluation's batches.
     """
-    predictor = _predictor(workdir, checkpoint)
-    options = inference_lib.check_options({**predictor.inference, **(inference or {})})
-    config = ml_collections.ConfigDict(predictor.config.to_dict())
+    config, info, variables, step = _read(workdir, checkpoint)
     eval_data = experiment.eval_data_config(config) or config.data.to_dict()
     if split is not None:
         eval_data["split"] = split
     eval_data.update(data or {})
     with config.ignore_type():
         config.eval_data = ml_collections.ConfigDict(eval_data)
-    run = experiment.build(config, with_train=False, info=_run_info(predictor.workdir))
+    built = experiment.build(config, with_train=False, info=info)  # the split's source only
+    run = built.run
+    variables = _checked(run, variables, Path(workdir), checkpoint, step)
+    options = inference_lib.check_options({**built.inference, **(inference or {})})
     size = batch_size or config.eval_batch_size or config.batch_size
     size = -(-size // jax.device_count()) * jax.device_count()
     results = evaluate.evaluate(
         run.model,
-        predictor.variables,
+        variables,
         run.eval_source,
         run.eval_transform,
         run.task,
         size,
-        loader=experiment.loader_options(config),
+        loader={k: config.input[k] for k in ("workers", "threads", "prefetch")},
         inference=options,
         progress=progress,
     )
-    return {**results, "step": predictor.step, "split": eval_data.get("split")}
-
-
-def image_files(path: str | os.PathLike[str], what: str = "--input") -> list[Path]:
-    """``path`` itself if it is a file, else the files in the directory ``path`` whose names
-    end with an image extension (hidden ones and names such as ``..png`` too), sorted.
-
-    Entries named like images that are not files (a folder ``dir.png/``) are skipped with a
-    warning naming them. Every file's header is checked here, so that a file that is not an
-    image (or a decompression bomb) stops a prediction before it writes anything.
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist or holds no image files (names ``what``).
-      DataError: a file is not an image Pillow reads; names the file.
-    """
-    path = Path(path)
-    if path.is_file():
-        files = [path]
-    elif not path.is_dir():
-        raise FileNotFoundError(f"`{what}` {path} is neither an image file nor a directory.")
-    else:
-        # By name, not Path.suffix: pathlib gives ".png" no suffix, and it is a PNG file.
-        named = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_EXTENSIONS))
-        files = [p for p in named if p.is_file()]
-        others = [p.name for p in named if not p.is_file()]
-        if others:
-            log.warning("%s: skipping %s: named like images but not a file.", path, some(others))
-    if not files:
-        raise FileNotFoundError(
-            f"`{what}` {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
-        )
-    for f in files:
-        image_size(f)  # the header: a file that is no image stops before any output
-    return files
+    return {**results, "step": step, "split": eval_data.get("split")}

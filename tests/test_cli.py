@@ -320,8 +320,8 @@ def test_overrides_in_every_form_the_command_line_takes(fake_train, tmp_path):
     assert config.eval_data.to_dict() == {"num_examples": 4}
 
 
-def test_data_command_line_names_a_pair_that_is_not_key_value(capsys):
-    from fcnjax.data.__main__ import main as data_main
-
-    assert data_main(["name=shapes", "num_examples"]) == 2
-    assert "override 'num_examples' must look like key=value" in capsys.readouterr().err
+def test_verify_names_a_data_source_pair_that_is_not_key_value(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["verify", "name=shapes", "num_examples"])
+    assert e.value.code == 2
+    assert "unrecognized argument 'num_examples'" in capsys.readouterr().err

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcnjax import data, models, pictures
+from fcnjax import data, models
 from fcnjax.data import Shapes
+from fcnjax.training import tasks
 from tests.test_failures import SHAPES, one_line, run
 
 
@@ -152,7 +153,8 @@ def test_pictures_take_examples_of_different_sizes(tmp_path):
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 24, 24, 3)))
     transform = data.EvalTransform(mode="none")
     outputs = {"num_examples": 3}
-    (written,) = pictures.segmentation(model, variables, source, transform, tmp_path, outputs)
+    task = tasks.Segmentation(num_classes=4)
+    (written,) = task.write_pictures(model, variables, source, transform, tmp_path, outputs)
     assert written == tmp_path / "predictions.png" and written.is_file()
 
 

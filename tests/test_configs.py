@@ -3,7 +3,7 @@ written here in the real formats, through ``fcnjax.train.train_and_evaluate``.
 
 As flax's ``examples/*/train_test.py``: one whole (short) training per config, on files in
 the dataset's own layout (TFDS datasets from look-alike release files, prepared without
-TensorFlow: ``fcnjax.data.testing.tfds_release``); then the outcomes are checked:
+TensorFlow: ``fcnjax.data.lookalike.tfds_release``); then the outcomes are checked:
 the final step, the checkpoints, ``config.json``, ``metrics.jsonl``, the pictures, the
 evaluation metrics against the data written, and parameters that must (or must not) move.
 Each config trains once per module (fixtures cache the workdirs); compiling dominates.
@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
-from fcnjax import experiment, train
+from fcnjax import train
 from fcnjax.data import IGNORE_LABEL
-from fcnjax.data.testing import tfds_release
+from fcnjax.data.lookalike import tfds_release
+from fcnjax.training import checkpoints as ckpt
+from fcnjax.training import experiment
 from tests.test_data_sources import write_image, write_mask
 
 NAMES = (
@@ -46,7 +47,7 @@ NAMES = (
 )
 SUMMARY_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
 RNG = np.random.default_rng(0)
-PET_RECORDS = 4  # per split, from fcnjax.data.testing.pet_records
+PET_RECORDS = 4  # per split, from fcnjax.data.lookalike.pet_records
 
 
 # Compiling dominates these runs (FCN-8s' train step: 15.9 s, 7.2 s without optimisations).
@@ -302,7 +303,7 @@ def test_config_trains_and_writes_its_outputs(runs, name):
 
     # config.json is this run's config
     assert json.loads((wd / "config.json").read_text()) == json.loads(
-        experiment.config_json(config)
+        json.dumps(config.to_dict())  # (what build writes: tuples as lists)
     )
     assert json.loads((wd / "final_metrics.json").read_text())["step"] == steps
 
@@ -394,7 +395,7 @@ def test_staged_fcn_32s_to_16s_to_8s_copies_the_previous_params(runs):
     assert any(f"{r32['workdir']}/checkpoints" in m for m in r16["log"])
 
     # precondition: a fresh 16s init (its own seed) is far from the 32s run's parameters
-    run16 = experiment.build(r16["config"], with_train=False, with_eval=False)
+    run16 = experiment.build(r16["config"], with_train=False, with_eval=False).run
     fresh = flat(
         jax.jit(run16.model.init)(
             jax.random.split(jax.random.key(r16["config"].seed))[0],
@@ -458,7 +459,7 @@ def test_segnet_camvid_uses_median_frequency_weights(runs):
     expected = np.median(freq) / freq
     assert expected.std() > 0.5  # imbalanced data: weights far from uniform
 
-    built = experiment.build(run["config"], with_eval=False)
+    built = experiment.build(run["config"], with_eval=False).run
     np.testing.assert_allclose(built.task.class_weights, expected, rtol=1e-6)
     logged = [m for m in run["log"] if m.startswith("median frequency class weights")]
     assert len(logged) == 1

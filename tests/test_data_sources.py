@@ -529,21 +529,22 @@ def test_get_source_rejects_unknown_names_and_keys():
         data.get_source({"name": "shapes", "colour": "red"})
 
 
-def test_data_cli_verifies_and_prints_class_weights(tmp_path, capsys):
-    from fcnjax.data.__main__ import main
+def test_verify_a_data_source_and_print_class_weights(tmp_path, capsys):
+    from fcnjax import cli
 
     masks = make_folder(tmp_path, n=3)
-    assert main([f"root={tmp_path}", "name=folder", "num_classes=3", "--stats"]) == 0
+    source = ["verify", f"root={tmp_path}", "name=folder", "num_classes=3"]
+    assert cli.main([*source, "--stats"]) == 0
     out = capsys.readouterr().out
-    assert "folder: 3 examples verified" in out and "3 classes: 0, 1, 2" in out
+    assert "data: Folder, 3 examples, 0 bad" in out and "3 classes: 0, 1, 2" in out
     all_masks = np.stack(list(masks.values()))
     assert f"| 1 | {(all_masks == 1).sum()} |" in out
     assert f"| (ignored, 255) | {(all_masks == IGNORE_LABEL).sum()} |" in out
     write_mask(tmp_path / "masks" / "im1.png", np.full((20, 24), 5))
-    assert main([f"root={tmp_path}", "name=folder", "num_classes=3"]) == 1
-    assert "im1.jpg" in capsys.readouterr().err
-    assert main([f"root={tmp_path}", "name=folder", "num_classes=3", "--on-error=skip"]) == 0
-    assert "2 examples verified (1 skipped)" in capsys.readouterr().out
+    assert cli.main([*source, "--stats"]) == 1
+    out = capsys.readouterr().out
+    assert "3 examples, 1 bad" in out and "im1.jpg" in out and "labels [5]" in out
+    assert "| class |" not in out  # no statistics of data with a bad example
 
 
 def test_get_source_takes_a_config_dict():

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcnjax import models, tasks
+from fcnjax import models
 from fcnjax.models import EncoderSegNet, EncoderUNet, FCNResNet, backbone_mask
+from fcnjax.training import tasks
 from tests.test_models import count, rel_err, shapes_of
 from tests.test_weights import keras_vgg16
 
@@ -287,12 +288,13 @@ def test_registry_names_and_fields():
 
 
 def _initial(config):
-    from fcnjax import experiment
+    from fcnjax.training import experiment
 
-    run = experiment.build(config, with_train=False, with_eval=False)
+    built = experiment.build(config, with_train=False, with_eval=False)
+    run = built.run
     variables = jax.eval_shape(run.model.init, jax.random.key(0), jnp.zeros(run.example_shape))
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables)
-    return experiment.initial_params(config, zeros["params"], zeros.get("batch_stats"))
+    return experiment.initial_params(built.init, zeros["params"], zeros.get("batch_stats"))
 
 
 def _config(name, weights, **model):
@@ -339,8 +341,9 @@ def test_backbone_weights_errors_name_the_fix(tmp_path):
 
 
 def test_keras_style_imagenet_means_keras_file(monkeypatch):
-    from fcnjax import experiment, weights
+    from fcnjax import weights
     from fcnjax.config import ConfigError
+    from fcnjax.training import experiment
 
     asked = []
 
@@ -362,11 +365,11 @@ def test_keras_style_imagenet_means_keras_file(monkeypatch):
 
 def test_evaluation_size_apart_from_the_training_crops():
     from fcnjax import config as config_lib
-    from fcnjax import experiment
+    from fcnjax.training import experiment
 
     c = config_lib.load_config("shapes_fcn8s:runlocal")
     c.input.eval_size = (48, 40)
-    run = experiment.build(c, with_train=False)
+    run = experiment.build(c, with_train=False).run
     assert run.eval_transform.size == (48, 40) and tuple(run.train_transform.size) == (32, 32)
     full = config_lib.load_config("fcn_resnet50_voc")
     assert full.input.size == (480, 480) and full.input.eval_size == (512, 512)  # VOC <= 500
@@ -376,17 +379,18 @@ def test_staged_training_copies_batch_statistics_too(monkeypatch, tmp_path):
     # init.from_workdir (FCN's staged training) on a model with BatchNorm: the previous
     # run's statistics come with its parameters, or inference would mix them with fresh ones.
     from fcnjax import config as config_lib
-    from fcnjax import experiment
+    from fcnjax.training import experiment
 
     c = config_lib.load_config("shapes_fcn8s:runlocal")
     c.model = dict(name="fcn8s", backbone="resnet18", num_classes=4, width=1 / 16)
     c.init.from_workdir = str(tmp_path)
-    run = experiment.build(c, with_train=False, with_eval=False)
+    built = experiment.build(c, with_train=False, with_eval=False)
+    run = built.run
     shapes = jax.eval_shape(run.model.init, jax.random.key(0), jnp.zeros(run.example_shape))
     previous = jax.tree.map(lambda s: np.full(s.shape, 0.25, s.dtype), shapes)
     restored = {"params": previous["params"], "batch_stats": previous["batch_stats"]}
     monkeypatch.setattr(experiment.ckpt, "restore_state", lambda *a: (restored, 7))
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    params, stats = experiment.initial_params(c, zeros["params"], zeros["batch_stats"])
+    params, stats = experiment.initial_params(built.init, zeros["params"], zeros["batch_stats"])
     assert all(np.all(v == 0.25) for v in jax.tree.leaves(params))
     assert all(np.all(v == 0.25) for v in jax.tree.leaves(stats))

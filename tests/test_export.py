@@ -24,12 +24,13 @@ import numpy as np
 import pytest
 from jax import lax
 
-from fcnjax import checkpoints as ckpt
 from fcnjax import config as config_lib
-from fcnjax import experiment, export_onnx, predict
 from fcnjax import export as export_lib
+from fcnjax import export_onnx, predict
 from fcnjax.data import normalize
 from fcnjax.export import export
+from fcnjax.training import checkpoints as ckpt
+from fcnjax.training import experiment
 
 pytestmark = pytest.mark.usefixtures("cheap_compiles")
 
@@ -114,9 +115,10 @@ def perturbed(run, variables, rng: np.random.Generator):
 
 def write_workdir(config, workdir: Path) -> Path:
     """A workdir as training leaves it, with perturbed initial parameters at step 1."""
-    run = experiment.build(config, with_eval=False)
+    built = experiment.build(config, with_eval=False)
+    run = built.run
     workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text(experiment.config_json(config))
+    (workdir / "config.json").write_text(built.config_json)
     (workdir / "run_info.json").write_text(json.dumps(run.info()))
     variables = jax.jit(run.model.init)(jax.random.key(0), jnp.zeros(run.example_shape))
     variables = jax.tree.map(np.asarray, dict(variables))

@@ -415,12 +415,11 @@ def test_a_non_integer_data_argument_names_the_key(tmp_path, capsys):
     code, _, err = run(["verify", "--config", config, "--config.data.num_classes=abc"], capsys)
     line = one_line(err)
     assert code == 2 and "num_classes" in line and "abc" in line
-    # The data command line (python -m fcnjax.data) too.
-    from fcnjax.data.__main__ import main as data_main
-
+    # A data source given as key=value pairs (fcnjax verify without --config) too.
     root = tmp_path / "data"
-    assert data_main([f"root={root}", "name=folder", "num_classes=abc"]) == 2
-    assert "`num_classes` must be an integer; got 'abc'" in capsys.readouterr().err
+    code, _, err = run(["verify", f"root={root}", "name=folder", "num_classes=abc"], capsys)
+    line = one_line(err)
+    assert code == 2 and "`num_classes` must be an integer; got 'abc'" in line
 
 
 def test_a_corrupt_checkpoint_is_a_line_and_verbose_has_the_story(trained, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """The wheel carries its recipes: built from this tree, unpacked, and run where the source is not.
 
 A non-editable install must train the default config (``python -m fcnjax``) and load every
-recipe by name, so the configs live inside the package (``fcnjax/configs``). The wheel is
+recipe by name: the recipes live at the top level (``configs/``) and setuptools'
+``package-dir`` ships them as the package ``fcnjax.configs``. The wheel is
 built by pip from a copy of the files setuptools reads (nothing is written into the
 repository), unpacked into an empty folder, and run by ``python -S`` from another empty
 folder: without ``site`` no ``.pth`` file runs, so the test environment's editable install
@@ -25,7 +26,7 @@ import pytest
 import fcnjax
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted(p.stem for p in (ROOT / "fcnjax" / "configs").glob("*.py"))
+SHIPPED = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
 SHIPPED.remove("__init__")
 SHIPPED.remove("default")  # every recipe's base (default_config), not a recipe
 
@@ -87,9 +88,9 @@ def installed(tmp_path_factory):
     """``(wheel, site, env)``: the built wheel, the folder it is unpacked in, the child env."""
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
-    shutil.copytree(
-        ROOT / "fcnjax", src / "fcnjax", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    for folder in ("fcnjax", "configs"):
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     dist = tmp / "dist"
@@ -145,9 +146,13 @@ def test_the_wheel_holds_the_package_and_its_recipes(installed):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     assert {n.split("/")[0] for n in names} == {"fcnjax", f"fcnjax-{fcnjax.__version__}.dist-info"}
-    for name in ("__init__", *SHIPPED):
+    for name in ("__init__", "default", *SHIPPED):
         assert f"fcnjax/configs/{name}.py" in names, name
     assert "fcnjax/configs/README.md" in names
+    # every module of the tree (the packages are listed in pyproject.toml: none forgotten)
+    tree = {p.relative_to(ROOT).as_posix() for p in (ROOT / "fcnjax").rglob("*.py")}
+    missing = sorted(tree - names)
+    assert not missing, f"modules not in the wheel (add their package to pyproject): {missing}"
 
 
 def test_the_installed_package_loads_its_recipes_by_name(installed, tmp_path):

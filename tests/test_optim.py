@@ -1,4 +1,4 @@
-"""fcnjax.optim against optax run by hand: what the optimizer applies is what is logged."""
+"""fcnjax.training.optim against optax run by hand: what the optimizer applies is what is logged."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcnjax import optim
+from fcnjax.training import optim
 
 
 @pytest.mark.parametrize("k", [1, 3])

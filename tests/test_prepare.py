@@ -1,6 +1,6 @@
 """TFDS datasets prepared without TensorFlow (fcnjax.data.prepare), offline.
 
-Release files are generated in the real formats (fcnjax.data.testing.write_release) and
+Release files are generated in the real formats (fcnjax.data.lookalike.write_release) and
 served from a folder or from an HTTP server on 127.0.0.1; TensorFlow is blocked
 (an import hook makes any import of it fail, as on a Colab TPU runtime). The prepared datasets are
 read back through TFDS's own ``as_data_source`` and fcnjax's TFDS source and compared
@@ -26,7 +26,7 @@ from PIL import Image
 from fcnjax import data
 from fcnjax.data import prepare
 from fcnjax.data.core import IGNORE_LABEL, DataError
-from fcnjax.data.testing import mnist_records, pet_records, write_release
+from fcnjax.data.lookalike import mnist_records, pet_records, write_release
 
 N = 12  # examples per split
 

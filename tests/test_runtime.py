@@ -1,4 +1,4 @@
-"""fcnjax.runtime: glibc keeps freed memory, so a training loop stops faulting pages in."""
+"""fcnjax.training.runtime: glibc keeps freed memory, so a training loop stops faulting pages in."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ SCRIPT = """
 import resource, sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
-from fcnjax import runtime
+from fcnjax.training import runtime
 kept = runtime.keep_freed_memory() if sys.argv[1] == "keep" else False
 
 def step(i):  # buffers of varying sizes (0.4-20 MB), allocated and freed on many threads

@@ -1,4 +1,5 @@
-"""fcnjax.summary: event files read back by TensorBoard's own reader, JSON lines, progress, tables.
+"""fcnjax.training.summary: event files read back by TensorBoard's own reader, JSON lines
+(written here, read by fcnjax.metrics_log), progress (fcnjax.training.progress), tables.
 
 TensorBoard (the ``test`` extra, no TensorFlow) is the oracle for the event files that
 tensorboardX writes: its record reader checks both CRCs of every record with its own CRC-32C,
@@ -7,6 +8,7 @@ and the real protobuf library parses the events.
 
 import io
 import json
+import logging
 import math
 import re
 import struct
@@ -17,8 +19,11 @@ import numpy as np
 import pytest
 import tqdm.std
 
-from fcnjax import summary
-from fcnjax.summary import JsonlWriter, MetricWriter, Progress, format_table, read_jsonl
+from fcnjax import metrics_log, plots
+from fcnjax.metrics_log import read_jsonl
+from fcnjax.training import summary
+from fcnjax.training.progress import Progress
+from fcnjax.training.summary import JsonlWriter, MetricWriter, drop_after, format_table
 
 # ---------------------------------------------------------------------------------------------
 # Event files
@@ -133,13 +138,75 @@ def test_jsonl_round_trip_with_non_finite_values_as_null(tmp_path):
     assert all(isinstance(r["time"], float) and r["time"] > 1.6e9 for r in records)
 
 
-def test_read_jsonl_skips_only_a_cut_last_line(tmp_path):
+# The one reader of metrics.jsonl (fcnjax.metrics_log.read_jsonl), as the trainer (summary)
+# and the curves (plots.read_metrics) see it.
+READERS = {
+    "summary.read_jsonl": lambda p: [r["step"] for r in summary.read_jsonl(p)],
+    "plots.read_metrics": lambda p: plots.read_metrics(p)["a"][0].tolist(),
+}
+
+
+def test_one_reader_of_metrics_jsonl():
+    assert summary.read_jsonl is metrics_log.read_jsonl
+    assert plots.read_jsonl is metrics_log.read_jsonl
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_cut_off_last_line_is_skipped_with_a_warning(tmp_path, caplog, reader):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "a": 1}\n\n{"step": 2, "a": 2}\n{"step": 3, "a')
+    with caplog.at_level(logging.WARNING, logger="fcnjax.metrics_log"):
+        assert READERS[reader](path) == [1, 2]
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"{path}, line 4: skipped a cut-off last line")
+    caplog.clear()
+    path.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}')  # whole, without a newline
+    assert READERS[reader](path) == [1, 2] and not caplog.records
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(
+    "text, line, why",
+    [
+        ('{"step": 1, "a": 1}\n{"step": 2, "lo\n{"step": 3, "a": 3}\n', 2, "Unterminated string"),
+        ('{"step": 1, "a": 1}\nnot json\n', 2, "Expecting value at column 1"),
+        ('{"step": 1, "a": 1}\n\n[1, 2]\n{"step": 3, "a": 3}', 3, "not a JSON object"),
+        ('{"step": 1, "a": 1}\n{"step": "2", "a": 2}\n', 2, "no integer 'step'"),
+        ('{"step": 1, "a": 1}\n{"a": 2}', 2, "no integer 'step'"),  # last, but JSON
+        (b'{"step": 1, "a": 1}\n{"step": 2, "x\xff": 1}\n', 2, "can't decode byte 0xff"),
+    ],
+)
+def test_a_bad_line_elsewhere_names_the_file_and_the_line(tmp_path, reader, text, line, why):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError) as info:
+        READERS[reader](path)
+    assert str(info.value).startswith(f"{path}, line {line}: not a metrics record (")
+    assert why in str(info.value) and "only the last line may be cut off" in str(info.value)
+
+
+def test_a_writer_removes_a_cut_off_line_before_appending(tmp_path):
+    # A run killed mid-line, then a writer that appends: the file stays readable, each record
+    # whole, and the cut-off line does not end up in the middle.
     path = tmp_path / "m.jsonl"
-    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
-    assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
-    path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
-    with pytest.raises(json.JSONDecodeError):
-        read_jsonl(path)
+    with JsonlWriter(path) as w:
+        w.write(1, {"loss": 1.0})
+    with open(path, "a") as f:
+        f.write('{"step": 2, "time": 17')
+    with JsonlWriter(path) as w:
+        w.write(2, {"loss": 0.5})
+    assert [(r["step"], r["loss"]) for r in read_jsonl(path)] == [(1, 1.0), (2, 0.5)]
+    assert path.read_text().count("\n") == 2 and path.read_text().endswith("\n")
+
+
+def test_drop_after_refuses_a_bad_line_in_the_middle(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"m\.jsonl, line 2: not a metrics record"):
+        drop_after(path, 1)
+    with pytest.raises(ValueError, match="line 2"):
+        JsonlWriter(path)
+    assert path.read_text() == '{"step": 1}\nnot json\n{"step": 3}\n'  # left as it was
 
 
 def test_metric_writer_writes_the_same_tags_to_both(tmp_path):

@@ -21,8 +21,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fcnjax import checkpoints, experiment, predict, train
 from fcnjax import config as config_lib
+from fcnjax import predict, train
+from fcnjax.training import checkpoints, experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = "shapes_fcn8s:runlocal"
@@ -308,7 +309,7 @@ def test_predict_and_evaluate_from_a_workdir(trained, tmp_path):
 def test_saving_the_best_checkpoint_of_a_step_again_keeps_the_first(tmp_path):
     # a finished run trained again evaluates its last step again; when its restored
     # checkpoint predates that evaluation, the best step is saved a second time
-    from fcnjax import checkpoints
+    from fcnjax.training import checkpoints
 
     saver = checkpoints.Checkpointer(tmp_path, asynchronous=False)
     state = {"w": np.arange(3.0)}
@@ -336,7 +337,7 @@ def test_build_from_run_info_needs_neither_data_nor_weights():
         "preprocessing": dataclasses.asdict(weights.KERAS_CAFFE),
     }
     info = json.loads(json.dumps(info))
-    run = experiment.build(c, with_train=False, with_eval=False, info=info)
+    run = experiment.build(c, with_train=False, with_eval=False, info=info).run
     assert run.preprocessing == weights.KERAS_CAFFE
     assert run.task.num_classes == 4 and run.example_shape == (1, 40, 40, 3)
     assert run.class_names == ("bg", "a", "b", "c")
@@ -355,7 +356,7 @@ def test_evaluation_takes_class_weights_from_the_run_info(monkeypatch):
     from fcnjax import data
 
     c = config("loss.class_weights=median_frequency")
-    trained = experiment.build(c, with_eval=False)
+    trained = experiment.build(c, with_eval=False).run
     assert trained.task.class_weights is not None and len(trained.task.class_weights) == 4
     info = json.loads(json.dumps(trained.info()))
     assert info["class_weights"] == list(trained.task.class_weights)
@@ -364,10 +365,10 @@ def test_evaluation_takes_class_weights_from_the_run_info(monkeypatch):
         raise AssertionError("the training masks were read again")
 
     monkeypatch.setattr(data, "class_counts", no_masks)
-    predicted = experiment.build(c, with_train=False, with_eval=False, info=info)
+    predicted = experiment.build(c, with_train=False, with_eval=False, info=info).run
     assert predicted.task == trained.task  # nothing read
     with c.ignore_type():
         c.eval_data = ml_collections.ConfigDict(c.data.to_dict())
-    evaluated = experiment.build(c, with_train=False, info=info)
+    evaluated = experiment.build(c, with_train=False, info=info).run
     assert evaluated.task.class_weights == trained.task.class_weights
     assert evaluated.task == trained.task

@@ -2,7 +2,7 @@
 
 - EXIF orientation: a photo is read as viewers show it (the orientation a mask is drawn
   in), for each of the eight values, by ``read_image``, ``read_mask``, the folder source,
-  ``verify``, ``python -m fcnjax.data --stats``, ``fcnjax predict`` and ``colab.show``.
+  ``verify``, ``fcnjax verify ... --stats``, ``fcnjax predict`` and ``colab.show``.
   The stored pixels are built from the displayed ones by the inverse of each orientation as
   the EXIF specification defines it (NumPy, not Pillow), so Pillow is not its own oracle.
 - Decompression bombs and files that are not images: one line naming the file, through the
@@ -27,7 +27,6 @@ from PIL import Image
 
 from fcnjax import cli, colab, data
 from fcnjax.data import DataError
-from fcnjax.data.__main__ import main as data_main
 from tests.test_failures import SHAPES, one_line, run
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -133,10 +132,10 @@ def test_a_folder_of_phone_photos_lines_up_with_its_masks(tmp_path, capsys):
         image, mask = example["image"], example["mask"]
         assert image.shape[:2] == mask.shape and mask.sum() == 64, source.describe(i)
         assert image[mask == 1].min() > 200 and image[mask == 0].max() < 50, source.describe(i)
-    # The data command: verifies every example, then counts the classes.
-    assert data_main([f"root={root}", "name=folder", "num_classes=2", "--stats"]) == 0
+    # fcnjax verify: reads every example, then counts the classes.
+    assert cli.main(["verify", f"root={root}", "name=folder", "num_classes=2", "--stats"]) == 0
     out = capsys.readouterr().out
-    assert "3 examples verified" in out and "| 1 | 192 |" in out
+    assert "3 examples, 0 bad" in out and "| 1 | 192 |" in out
 
 
 def test_predict_writes_masks_of_the_displayed_size(trained, tmp_path, capsys):

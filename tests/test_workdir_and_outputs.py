@@ -28,8 +28,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcnjax import cli, predict, workdir
+from fcnjax import cli, predict
 from fcnjax.data import Shapes
+from fcnjax.training import workdir
 from tests.test_failures import SHAPES, one_line, run
 
 ROOT = Path(__file__).resolve().parent.parent

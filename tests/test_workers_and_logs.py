@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from fcnjax import config as config_lib
-from fcnjax import summary, train
+from fcnjax import train
+from fcnjax.training import summary
 
 SHAPES = "shapes_fcn8s:runlocal"
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ Where things go:
 - ``checksums``: a file in TFDS's checksums format (``url<TAB>size<TAB>sha256<TAB>name``),
   or a folder of them named ``NAME.tsv``, that replaces the recorded checksums
   (``$FCNJAX_TFDS_CHECKSUMS``): for your own copies of a release, and for the tests, which
-  generate release files in the real formats (:func:`fcnjax.data.testing.tfds_release`).
+  generate release files in the real formats (:func:`fcnjax.data.lookalike.tfds_release`).
 
 Every other TFDS dataset is prepared by TFDS itself, which needs TensorFlow; without it a
 :class:`~fcnjax.data.core.DataError` says how to prepare it elsewhere

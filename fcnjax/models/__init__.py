@@ -56,6 +56,7 @@ __all__ = [
     "ResNet50",
     "ResNet101",
     "ResNet152",
+    "REFERENCES",
     "SegNet",
     "UNet",
     "backbone_mask",
@@ -96,6 +97,35 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn_32_resnet50": functools.partial(FCN, variant="32s", backbone="resnet50"),
 }
 NAMES = tuple(_REGISTRY)
+
+_LONG = "Long et al., 2015"
+# What each registered network follows (a paper or a library), for listings such as
+# `fcnjax list networks`; tests check that every name has one.
+REFERENCES: dict[str, str] = {
+    "vgg16": "VGG16 (Simonyan & Zisserman, 2015), an encoder",
+    "fcn": f"FCN ({_LONG}) of any variant= and backbone= (8s, vgg16)",
+    **{f"fcn{v}": f"FCN-{v} ({_LONG}) on VGG16" for v in ("32s", "16s", "8s")},
+    "conv_autoencoder": "the POSTECH segmentation lab's convolutional autoencoder",
+    "autoencoder": "the POSTECH lab's autoencoder (= conv_autoencoder)",
+    "unet": "U-Net (Ronneberger et al., 2015) as keras-segmentation builds it",
+    "segnet": "SegNet-Basic (Badrinarayanan et al., 2017)",
+    **{f"resnet{d}": f"ResNet-{d} (He et al., 2016), an encoder" for d in (18, 34, 50, 101, 152)},
+    **{
+        f"fcn{v}_resnet{d}": f"FCN-{v} ({_LONG}) on ResNet-{d}"
+        for v in ("32s", "16s", "8s")
+        for d in (50, 101)
+    },
+    "fcn_resnet50": "torchvision's fcn_resnet50",
+    "fcn_resnet101": "torchvision's fcn_resnet101",
+    **{
+        name: f"keras-segmentation's {name}"
+        for name in ("vgg_unet", "resnet50_unet", "vgg_segnet", "resnet50_segnet")
+    },
+    "fcn_8_vgg": "keras-segmentation's fcn_8_vgg (= fcn8s)",
+    "fcn_32_vgg": "keras-segmentation's fcn_32_vgg (= fcn32s)",
+    "fcn_8_resnet50": "keras-segmentation's fcn_8_resnet50 (= fcn8s_resnet50)",
+    "fcn_32_resnet50": "keras-segmentation's fcn_32_resnet50 (= fcn32s_resnet50)",
+}
 
 
 def _lookup(name: str) -> Callable[..., nn.Module]:

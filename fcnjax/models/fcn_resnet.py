@@ -24,7 +24,7 @@ class FCNResNet(nn.Module):
     the scores are bilinearly resized (half-pixel, PyTorch's ``align_corners=False``) to
     the input. With ``aux_loss=True`` an auxiliary head on ``layer3`` is built as well,
     and in training the model returns ``{"out": logits, "aux": aux_logits}``, which
-    :class:`fcnjax.tasks.Segmentation` turns into torchvision's recipe loss, ``out +
+    :class:`fcnjax.training.tasks.Segmentation` turns into torchvision's recipe loss, ``out +
     0.5 * aux``; evaluation returns the logits alone. ``fcn_resnet50`` with ``aux_loss``
     and 21 classes has torchvision's 35,322,218 parameters.
 

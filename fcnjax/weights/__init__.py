@@ -23,9 +23,12 @@ network:
   :class:`WeightsFileError`, one line naming it.
 * :mod:`fcnjax.weights.vgg16`: VGG16's tensor names in Keras' and torchvision's releases,
   and their conversion to fcnjax's layout (FCN's convolutionalised ``fc6``/``fc7``).
-* :mod:`fcnjax.weights.resnet`: ResNet's tensor names in torchvision's and Keras' releases
-  (and the first Keras ResNet50's Caffe names), BatchNorm statistics included.
-* :mod:`fcnjax.weights.backbone`: :func:`into_backbone`, for any backbone.
+* :mod:`fcnjax.weights.resnet`: ResNet's tensors in torchvision's and Keras' releases
+  (and the first Keras ResNet50's Caffe names, :mod:`fcnjax.weights.resnet_names`),
+  BatchNorm statistics included.
+* :mod:`fcnjax.weights.backbone`, for any backbone: the one shape checker of every loader
+  (a file's tensors against the network's shapes: every missing, unexpected and misshapen
+  tensor listed in one error) and :func:`into_backbone`.
 
 :class:`Preprocessing`, :data:`KERAS_CAFFE` and :data:`TORCHVISION` live in
 :mod:`fcnjax.data.transforms` (the input pipeline applies them) and are re-exported here.

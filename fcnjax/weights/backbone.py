@@ -1,17 +1,83 @@
-"""Placing loaded backbone weights into a model's parameter tree (any backbone)."""
+"""What every backbone's weights go through: a file's tensors checked against the
+network's shapes (:class:`ShapeChecker`, used by every loader), and the loaded weights
+placed into a model's parameter tree (:func:`into_backbone`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["into_backbone"]
+__all__ = ["Raw", "ShapeChecker", "into_backbone"]
 
 log = logging.getLogger("fcnjax.weights")
+
+# A file's tensors by fcnjax layer: {layer: {role ("kernel", "bias", "mean", ...): (label,
+# array)}}, the arrays in the file's own layout, each labelled by its name in the file.
+Raw = dict[str, dict[str, tuple[str, np.ndarray]]]
+
+
+def _fmt(shape: tuple) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+class ShapeChecker:
+    """Takes a network's tensors from a file, layer by layer, noting every missing and
+    misshapen one, so that one error lists them all (:meth:`raise_problems`).
+
+    Args:
+      raw: the file's tensors by fcnjax layer (:data:`Raw`); :meth:`take` removes them, so
+        what is left once the network is converted was never asked for.
+      label: ``label(layer, role)``: the name a tensor has in the file, for messages.
+      problems: what reading the file found already.
+
+    >>> check = ShapeChecker({"conv1": {"kernel": ("conv1.weight", np.zeros((8, 3, 7, 7)))}},
+    ...                      lambda layer, role: f"{layer}.{role}")
+    >>> entry = check.take("conv1", ("kernel", "bias"))
+    >>> check.shape_ok(*entry["kernel"], (None, 3, 3, 3))
+    False
+    >>> check.raise_problems("f.pth does not hold a stem in the torch layout", ["fc.weight"])
+    Traceback (most recent call last):
+    ValueError: f.pth does not hold a stem in the torch layout:
+      - missing: conv1.bias
+      - unexpected: fc.weight
+      - conv1.weight: expected shape (*, 3, 3, 3), got (8, 3, 7, 7)
+    """
+
+    def __init__(self, raw: Raw, label: Callable[[str, str], str], problems: Collection[str] = ()):
+        self.raw, self.label = raw, label
+        self.missing: list[str] = []
+        self.problems = list(problems)
+
+    def take(self, layer: str, roles: Collection[str]) -> dict[str, tuple[str, np.ndarray]]:
+        """``layer``'s tensors by role (removed from ``raw``), noting the ``roles`` missing."""
+        entry = self.raw.pop(layer, {})
+        self.missing += [self.label(layer, r) for r in roles if r not in entry]
+        return entry
+
+    def shape_ok(self, label: str, arr: np.ndarray, expected: tuple) -> bool:
+        """Whether ``arr`` has the ``expected`` shape (``None``: any size); notes it if not."""
+        ok = arr.ndim == len(expected)
+        ok = ok and all(e is None or e == s for e, s in zip(expected, arr.shape))
+        if not ok:
+            self.problems.append(
+                f"{label}: expected shape {_fmt(expected)}, got {tuple(arr.shape)}"
+            )
+        return ok
+
+    def raise_problems(self, what: str, unexpected: list[str]) -> None:
+        """A ValueError ``what``, then every missing, unexpected and misshapen tensor and
+        every other problem, one per line; nothing if there are none."""
+        lines = (
+            [f"missing: {m}" for m in self.missing]
+            + [f"unexpected: {u}" for u in unexpected]
+            + self.problems
+        )
+        if lines:
+            raise ValueError(f"{what}:\n  - " + "\n  - ".join(lines))
 
 
 def into_backbone(

@@ -1,8 +1,10 @@
 """ResNet's key maps and layouts: torchvision and Keras files into fcnjax's ResNet.
 
-Files are found and read by :mod:`fcnjax.weights.files`; this module names ResNet's
-tensors in each release and converts them to fcnjax's names (torchvision's, with
-``layer1.0`` written ``layer1_0``, :mod:`fcnjax.models.resnet`):
+Files are found and read by :mod:`fcnjax.weights.files` and their shapes checked by
+:class:`fcnjax.weights.backbone.ShapeChecker`; this module reads ResNet's tensors in each
+release and converts them to fcnjax's names (torchvision's, with ``layer1.0`` written
+``layer1_0``, :mod:`fcnjax.models.resnet`; the names of each release are translated by
+:mod:`fcnjax.weights.resnet_names`):
 
 * **torchvision** ``resnet18`` ... ``resnet152`` state dicts (``.pth``/``.pt`` or
   ``.safetensors``): ``conv1.weight``, ``bn1.{weight,bias,running_mean,running_var}``,
@@ -30,7 +32,6 @@ and torch's ``num_batches_tracked`` are ignored.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -38,6 +39,8 @@ import numpy as np
 from fcnjax.data.transforms import KERAS_CAFFE, TORCHVISION, Preprocessing
 from fcnjax.models.resnet import DEPTHS
 from fcnjax.weights import files
+from fcnjax.weights import resnet_names as names
+from fcnjax.weights.backbone import Raw, ShapeChecker
 
 __all__ = ["KERAS_RESNET_URLS", "RESNET_CHECKSUMS", "TORCHVISION_RESNET_URLS", "load_resnet"]
 
@@ -72,96 +75,8 @@ RESNET_CHECKSUMS = {
 }
 files.KNOWN_CHECKSUMS.update(RESNET_CHECKSUMS)
 
-# A convolution or BatchNorm: (stage 1-4 or None for the stem, block from 0, "conv"/"bn",
-# k: 1-3 for the main path, 0 for the shortcut).
-_Parts = tuple[int | None, int | None, str, int]
-# {fcnjax layer path: {role: (label, array)}} in the file's own layout.
-_Raw = dict[str, dict[str, tuple[str, np.ndarray]]]
 _CONV_ROLES, _BN_ROLES = ("kernel", "bias"), ("scale", "bias", "mean", "var")
 _IGNORED_KERAS = {"predictions", "fc1000", "probs"}  # ImageNet classifiers
-
-
-def _path(parts: _Parts) -> str:
-    """fcnjax's name: ``conv1``, ``bn1``, ``layer2_3/bn2``, ``layer2_0/downsample_conv``."""
-    stage, block, kind, k = parts
-    if stage is None:
-        return f"{kind}1"
-    return f"layer{stage}_{block}/" + (f"downsample_{kind}" if k == 0 else f"{kind}{k}")
-
-
-def _parts(path: str) -> _Parts:
-    """The inverse of :func:`_path`."""
-    head, _, part = path.rpartition("/")
-    if not head:
-        return None, None, part[:-1], 1
-    stage, block = head[len("layer") :].split("_")
-    kind, k = (part[len("downsample_") :], 0) if part.startswith("down") else (part[:-1], part[-1])
-    return int(stage), int(block), kind, int(k)
-
-
-# --------------------------------------------------------------------------------------
-# Names in each release: file name -> parts, and parts -> file name (for messages).
-# --------------------------------------------------------------------------------------
-
-_TORCH_MODULE = re.compile(r"layer([1-4])\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.[01])")
-_KERAS_NEW = re.compile(r"conv([2-5])_block([1-9]\d*)_([0-3])_(conv|bn)")
-_KERAS_OLD = re.compile(r"(res|bn)([2-5])([a-z]|b[1-9]\d*)_branch(1|2[abc])")
-
-
-def _torch_parts(module: str) -> _Parts | None:
-    if module in ("conv1", "bn1"):
-        return None, None, module[:-1], 1
-    m = _TORCH_MODULE.fullmatch(module)
-    if m is None:
-        return None
-    part = m[3]
-    if part.startswith("downsample"):
-        kind, k = ("conv" if part.endswith("0") else "bn"), 0
-    else:
-        kind, k = part[:-1], int(part[-1])
-    return int(m[1]), int(m[2]), kind, k
-
-
-def _keras_parts(name: str) -> _Parts | None:
-    """keras.applications' names (Keras 2.2+)."""
-    if name in ("conv1_conv", "conv1_bn"):
-        return None, None, name[len("conv1_") :], 1
-    m = _KERAS_NEW.fullmatch(name)
-    return None if m is None else (int(m[1]) - 1, int(m[2]) - 1, m[4], int(m[3]))
-
-
-def _caffe_parts(name: str) -> _Parts | None:
-    """The first Keras ResNet50's (and Caffe's) names."""
-    if name in ("conv1", "bn_conv1"):
-        return None, None, "conv" if name == "conv1" else "bn", 1
-    m = _KERAS_OLD.fullmatch(name)
-    if m is None:
-        return None
-    block = ord(m[3]) - ord("a") if len(m[3]) == 1 else int(m[3][1:])
-    k = 0 if m[4] == "1" else "abc".index(m[4][1]) + 1
-    return int(m[2]) - 1, block, "conv" if m[1] == "res" else "bn", k
-
-
-def _torch_label(path: str, role: str) -> str:
-    stage, block, kind, k = _parts(path)
-    leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}.get(role, f"running_{role}")
-    if stage is None:
-        return f"{kind}1.{leaf}"
-    module = f"downsample.{int(kind == 'bn')}" if k == 0 else f"{kind}{k}"
-    return f"layer{stage}.{block}.{module}.{leaf}"
-
-
-def _keras_label(path: str, role: str, scheme: str, depth: int) -> str:
-    stage, block, kind, k = _parts(path)
-    if scheme == "keras.applications":
-        name = f"conv1_{kind}" if stage is None else f"conv{stage + 1}_block{block + 1}_{k}_{kind}"
-    elif stage is None:
-        name = "conv1" if kind == "conv" else "bn_conv1"
-    else:
-        letter = chr(ord("a") + block) if depth <= 50 or block == 0 else f"b{block}"
-        branch = "1" if k == 0 else "2" + "abc"[k - 1]
-        name = f"{'res' if kind == 'conv' else 'bn'}{stage + 1}{letter}_branch{branch}"
-    return f"{name} {role}"
 
 
 # --------------------------------------------------------------------------------------
@@ -174,12 +89,12 @@ _TORCH_ROLES = {
 }
 
 
-def _from_state_dict(tensors: Mapping[str, np.ndarray]) -> tuple[_Raw, list[str]]:
-    raw: _Raw = {}
+def _from_state_dict(tensors: Mapping[str, np.ndarray]) -> tuple[Raw, list[str]]:
+    raw: Raw = {}
     unexpected: list[str] = []
     for key in sorted(tensors):
         module, _, leaf = key.rpartition(".")
-        parts = _torch_parts(module)
+        parts = names.torch_parts(module)
         if module == "fc" and leaf in ("weight", "bias"):
             continue
         if parts is not None and parts[2] == "bn" and leaf == "num_batches_tracked":
@@ -188,7 +103,7 @@ def _from_state_dict(tensors: Mapping[str, np.ndarray]) -> tuple[_Raw, list[str]
         if role is None:
             unexpected.append(f"{key} {tuple(np.shape(tensors[key]))}")
             continue
-        raw.setdefault(_path(parts), {})[role] = (key, np.asarray(tensors[key], np.float32))
+        raw.setdefault(names.path(parts), {})[role] = (key, np.asarray(tensors[key], np.float32))
     return raw, unexpected
 
 
@@ -219,28 +134,28 @@ def _keras_roles(layer, kind, found) -> tuple[dict[str, tuple[str, np.ndarray]],
     return {r: (f"{layer} {r} ({n})", a) for r, n, a in roles}, None
 
 
-def _from_keras(path) -> tuple[_Raw, set[str], list[str], list[str], str]:
+def _from_keras(path) -> tuple[Raw, set[str], list[str], list[str], str]:
     """A Keras file's tensors, ResNet layers, unexpected tensors, problems, naming scheme."""
-    names = set(files.read_keras_h5(path, ()).shapes)  # every layer with tensors, unread
-    new = {n: p for n in names if (p := _keras_parts(n)) is not None}
-    old = {n: p for n in names if (p := _caffe_parts(n)) is not None}
+    found = set(files.read_keras_h5(path, ()).shapes)  # every layer with tensors, unread
+    new = {n: p for n in found if (p := names.keras_parts(n)) is not None}
+    old = {n: p for n in found if (p := names.caffe_parts(n)) is not None}
     scheme, layers = ("keras.applications", new) if len(new) >= len(old) else ("Caffe", old)
     keras = files.read_keras_h5(path, set(layers))
-    raw: _Raw = {}
+    raw: Raw = {}
     problems = list(keras.problems)
     for layer, found in keras.arrays.items():
         entry, problem = _keras_roles(layer, layers[layer][2], found)
         if problem:
             problems.append(problem)
         else:
-            raw[_path(layers[layer])] = entry
+            raw[names.path(layers[layer])] = entry
     unexpected = [
         f"{n} {shape} in layer {layer!r}"
         for layer, found in keras.shapes.items()
         if layer not in _IGNORED_KERAS
         for n, shape in found
     ]
-    return raw, {_path(p) for p in layers.values()}, unexpected, problems, scheme
+    return raw, {names.path(p) for p in layers.values()}, unexpected, problems, scheme
 
 
 # --------------------------------------------------------------------------------------
@@ -252,39 +167,21 @@ def _structure(paths) -> tuple[tuple[int, ...], bool]:
     """Blocks per stage and whether they are bottlenecks, as the layer names tell."""
     blocks = [0, 0, 0, 0]
     bottleneck = False
-    for stage, block, _, k in map(_parts, paths):
+    for stage, block, _, k in map(names.parts_of, paths):
         if stage is not None:
             blocks[stage - 1] = max(blocks[stage - 1], block + 1)
             bottleneck = bottleneck or k == 3
     return tuple(blocks), bottleneck
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+class _ResNetChecker(ShapeChecker):
+    """A :class:`ShapeChecker` that takes each layer's tensors into ``params``/``stats``."""
 
-
-class _Checker:
-    """Takes each layer's tensors from ``raw`` into ``params``/``stats``, noting problems."""
-
-    def __init__(self, raw: _Raw, keras: bool, label, problems: list[str]):
-        self.raw, self.keras, self.label = raw, keras, label
-        self.missing: list[str] = []
-        self.problems = problems
+    def __init__(self, raw: Raw, keras: bool, label, problems: list[str]):
+        super().__init__(raw, label, problems)
+        self.keras = keras
         self.params: dict[str, dict[str, np.ndarray]] = {}
         self.stats: dict[str, dict[str, np.ndarray]] = {}
-
-    def take(self, path: str, roles) -> dict[str, tuple[str, np.ndarray]]:
-        entry = self.raw.pop(path, {})
-        self.missing += [self.label(path, r) for r in roles if r not in entry]
-        return entry
-
-    def shape_ok(self, label: str, arr: np.ndarray, expected: tuple) -> bool:
-        """Whether ``arr`` has the ``expected`` shape (``None``: any size); notes it if not."""
-        ok = arr.ndim == len(expected)
-        ok = ok and all(e is None or e == s for e, s in zip(expected, arr.shape))
-        if not ok:
-            self.problems.append(f"{label}: expected shape {_fmt(expected)}, got {arr.shape}")
-        return ok
 
     def conv(self, path: str, k: int, c_in: int | None, c_out: int | None) -> int | None:
         """A ``k x k`` convolution; returns its output channels (``None`` if unknown)."""
@@ -316,7 +213,7 @@ class _Checker:
         return c
 
 
-def _convert(check: _Checker, stages: tuple[int, ...], bottleneck: bool) -> None:
+def _convert(check: _ResNetChecker, stages: tuple[int, ...], bottleneck: bool) -> None:
     """Every convolution and BatchNorm of the ResNet, in order, each input width checked."""
     c = check.conv_bn("", 1, 7, 3, None)
     for i, blocks in enumerate(stages, 1):
@@ -357,11 +254,11 @@ def _read(path, kind: str, depth: int):
         raw, paths, unexpected, problems, scheme = _from_keras(path)
 
         def label(p: str, role: str) -> str:
-            return _keras_label(p, role, scheme, depth)
+            return names.keras_label(p, role, scheme, depth)
 
         return raw, paths, unexpected, problems, f"Keras HDF5 ({scheme} names)", label
     raw, unexpected = _from_state_dict(files.read_state_dict(path, kind))
-    return raw, set(raw), unexpected, [], f"{kind} (torchvision names)", _torch_label
+    return raw, set(raw), unexpected, [], f"{kind} (torchvision names)", names.torch_label
 
 
 # --------------------------------------------------------------------------------------
@@ -430,19 +327,12 @@ def load_resnet(
                 f"ResNet-{depth} asked for: load it with depth={other}."
             )
         problems.append(f"the file holds a ResNet with {blocks}, which is no ResNet depth")
-    check = _Checker(raw, kind == "keras", label, problems)
+    check = _ResNetChecker(raw, kind == "keras", label, problems)
     _convert(check, *DEPTHS[depth])
     unexpected += [f"{lab} {a.shape}" for entry in check.raw.values() for lab, a in entry.values()]
-    lines = (
-        [f"missing: {m}" for m in check.missing]
-        + [f"unexpected: {u}" for u in unexpected]
-        + check.problems
+    check.raise_problems(
+        f"{path} does not hold ResNet-{depth} weights in the {layout} layout", unexpected
     )
-    if lines:
-        raise ValueError(
-            f"{path} does not hold ResNet-{depth} weights in the {layout} layout:\n  - "
-            + "\n  - ".join(lines)
-        )
     variables = {"params": _nest(check.params), "batch_stats": _nest(check.stats)}
     if kind == "keras":
         return variables, "keras", KERAS_CAFFE

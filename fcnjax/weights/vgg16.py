@@ -1,7 +1,8 @@
 """VGG16's key maps and layouts: Keras and torchvision files into :class:`fcnjax.models.vgg.VGG16`.
 
-Files are found and read by :mod:`fcnjax.weights.files`; this module names VGG16's tensors
-in each release and converts them.
+Files are found and read by :mod:`fcnjax.weights.files` and their shapes checked by
+:class:`fcnjax.weights.backbone.ShapeChecker`; this module names VGG16's tensors in each
+release and converts them.
 
 * **Keras HDF5** (``keras.applications``): one group per layer, ``block1_conv1`` ...
   ``block5_conv3``, ``fc1``, ``fc2``, ``predictions``. A layer's kernel is its dataset of
@@ -28,6 +29,7 @@ import numpy as np
 from fcnjax.data.transforms import KERAS_CAFFE, TORCHVISION, Preprocessing
 from fcnjax.models.vgg import VGG16_CONVS
 from fcnjax.weights import files
+from fcnjax.weights.backbone import Raw, ShapeChecker
 
 __all__ = ["TORCHVISION_VGG16_URL", "VGG16_CHECKSUMS", "VGG16_URLS", "load_vgg16"]
 
@@ -60,8 +62,6 @@ _TORCH_MODULES = {layer: module for module, layer in _TORCH_NAMES.items()}
 _CLASSIFIER = ("fc1", "fc2", "predictions")
 _FC_TARGETS = {"fc1": "fc6", "fc2": "fc7"}
 
-# {canonical layer: {"kernel"/"bias": (label, array)}} in the file's own layout.
-_Raw = dict[str, dict[str, tuple[str, np.ndarray]]]
 _Params = dict[str, dict[str, np.ndarray]]
 
 
@@ -71,8 +71,8 @@ _Params = dict[str, dict[str, np.ndarray]]
 # --------------------------------------------------------------------------------------
 
 
-def _from_keras(keras: files.KerasLayers) -> tuple[_Raw, list[str], list[str]]:
-    raw: _Raw = {}
+def _from_keras(keras: files.KerasLayers) -> tuple[Raw, list[str], list[str]]:
+    raw: Raw = {}
     unexpected = [
         f"{n} {shape} in layer {layer!r}"
         for layer, found in keras.shapes.items()
@@ -99,8 +99,8 @@ def _from_keras(keras: files.KerasLayers) -> tuple[_Raw, list[str], list[str]]:
 
 def _from_state_dict(
     tensors: Mapping[str, np.ndarray], wanted: set[str]
-) -> tuple[_Raw, list[str], list[str]]:
-    raw: _Raw = {}
+) -> tuple[Raw, list[str], list[str]]:
+    raw: Raw = {}
     unexpected: list[str] = []
     for key in sorted(tensors):
         module, _, leaf = key.rpartition(".")
@@ -119,47 +119,28 @@ def _from_state_dict(
 # --------------------------------------------------------------------------------------
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+def _label(torch_layout: bool):
+    """A tensor's name in the file (``block1_conv1 kernel``, ``features.0.weight``)."""
 
-
-class _Checker:
-    """Takes a layer's kernel and bias from ``raw``, noting missing and misshapen ones."""
-
-    def __init__(self, raw: _Raw, torch_layout: bool, problems: list[str]):
-        self.raw, self.torch_layout = raw, torch_layout
-        self.missing: list[str] = []
-        self.problems = problems
-
-    def label(self, layer: str, role: str) -> str:
-        if self.torch_layout:
+    def label(layer: str, role: str) -> str:
+        if torch_layout:
             return f"{_TORCH_MODULES[layer]}.{'weight' if role == 'kernel' else 'bias'}"
         return f"{layer} {role}"
 
-    def tensors(self, layer: str):
-        entry = self.raw.get(layer, {})
-        for role in ("kernel", "bias"):
-            if role not in entry:
-                self.missing.append(self.label(layer, role))
-        return entry.get("kernel"), entry.get("bias")
-
-    def shape_ok(self, label: str, arr: np.ndarray, expected: tuple) -> bool:
-        """Whether ``arr`` has the ``expected`` shape (``None``: any size); notes it if not."""
-        ok = arr.ndim == len(expected)
-        ok = ok and all(e is None or e == s for e, s in zip(expected, arr.shape))
-        if not ok:
-            self.problems.append(
-                f"{label}: expected shape {_fmt(expected)}, got {tuple(arr.shape)}"
-            )
-        return ok
+    return label
 
 
-def _convert_convs(check: _Checker, out: _Params) -> int | None:
+def _tensors(check: ShapeChecker, layer: str):
+    """``layer``'s ``(label, kernel)`` and ``(label, bias)``, ``None`` for a missing one."""
+    entry = check.take(layer, ("kernel", "bias"))
+    return entry.get("kernel"), entry.get("bias")
+
+
+def _convert_convs(check: ShapeChecker, torch_layout: bool, out: _Params) -> int | None:
     """The 13 convolutions into ``out``; returns ``C5`` (``None`` if unknown)."""
-    torch_layout = check.torch_layout
     c_in: int | None = 3
     for layer in VGG16_CONVS:
-        kernel, bias = check.tensors(layer)
+        kernel, bias = _tensors(check, layer)
         c_out = None
         if kernel is not None:
             lab, k = kernel
@@ -175,9 +156,8 @@ def _convert_convs(check: _Checker, out: _Params) -> int | None:
     return c_in
 
 
-def _convert_fc(check: _Checker, c5: int | None, out: _Params) -> None:
+def _convert_fc(check: ShapeChecker, torch_layout: bool, c5: int | None, out: _Params) -> None:
     """``fc1``/``fc2`` convolutionalised into ``out["fc6"]``/``out["fc7"]``."""
-    torch_layout = check.torch_layout
     if "fc1" not in check.raw and "fc2" not in check.raw:
         check.problems.append(
             "no classifier tensors (fc1, fc2): this looks like a 'notop' file "
@@ -186,7 +166,7 @@ def _convert_fc(check: _Checker, c5: int | None, out: _Params) -> None:
         return
     width = None  # fc1's output features: fc2 must be (width, width)
     for layer, window in (("fc1", 7), ("fc2", 1)):
-        kernel, bias = check.tensors(layer)
+        kernel, bias = _tensors(check, layer)
         f_in = f_out = None
         if kernel is not None:
             lab, k = kernel
@@ -260,20 +240,13 @@ def load_vgg16(
         raw, unexpected, problems = _from_keras(files.read_keras_h5(path, wanted))
     else:
         raw, unexpected, problems = _from_state_dict(files.read_state_dict(path, kind), wanted)
-    check = _Checker(raw, kind != "keras", problems)
+    torch_layout = kind != "keras"
+    check = ShapeChecker(raw, _label(torch_layout), problems)
     params: _Params = {}
-    c5 = _convert_convs(check, params)
+    c5 = _convert_convs(check, torch_layout, params)
     if fc:
-        _convert_fc(check, c5, params)
-    lines = (
-        [f"missing: {m}" for m in check.missing]
-        + [f"unexpected: {u}" for u in unexpected]
-        + check.problems
-    )
-    if lines:
-        raise ValueError(
-            f"{path} does not hold VGG16 weights in the {kind} layout:\n  - " + "\n  - ".join(lines)
-        )
+        _convert_fc(check, torch_layout, c5, params)
+    check.raise_problems(f"{path} does not hold VGG16 weights in the {kind} layout", unexpected)
     params = {
         name: {k: np.ascontiguousarray(v, np.float32) for k, v in leaves.items()}
         for name, leaves in params.items()

@@ -25,8 +25,8 @@ import tqdm.auto
 
 from fcnjax import data as data_lib
 from fcnjax import inference as inference_lib
-from fcnjax import parallel, steps
-from fcnjax.tasks import Task
+from fcnjax.training import parallel, steps
+from fcnjax.training.tasks import Task
 
 __all__ = ["Evaluator", "check_sizes", "evaluate"]
 
@@ -38,9 +38,9 @@ class Evaluator:
       model: the network (``model.apply(variables, images, train=False)``).
       source: the examples to evaluate (every one exactly once).
       transform: an :class:`~fcnjax.data.EvalTransform`.
-      task: a :mod:`fcnjax.tasks` task (its sums and metrics).
+      task: a :mod:`fcnjax.training.tasks` task (its sums and metrics).
       batch_size: the global batch; a multiple of the devices.
-      placement: a :mod:`fcnjax.parallel` placement (default: ``jit`` over every device).
+      placement: a :mod:`fcnjax.training.parallel` placement (default: ``jit`` over every device).
       loader: options of :func:`fcnjax.data.eval_loader` (``workers``, ``threads``, ...).
       inference: how an image is scored (a config's ``inference`` section: sliding windows,
         flips, scales; :func:`fcnjax.inference.scores_fn`); default: one forward pass.

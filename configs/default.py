@@ -11,7 +11,7 @@ import ml_collections
 from ml_collections import ConfigDict
 from ml_collections.config_dict import placeholder
 
-from fcnjax import optim
+from fcnjax.training import optim
 
 __all__ = ["default_config"]
 
@@ -61,7 +61,7 @@ def default_config() -> ConfigDict:
     c.num_steps = placeholder(int)  # training steps; or
     c.num_epochs = placeholder(int)  # passes over the training source (one must be set)
 
-    c.optimizer = ConfigDict(dict(optim.DEFAULTS))  # see fcnjax.optim.DEFAULTS
+    c.optimizer = ConfigDict(dict(optim.DEFAULTS))  # see fcnjax.training.optim.DEFAULTS
     c.optimizer.grad_clip_norm = placeholder(float)  # None: no clipping
     c.loss = ConfigDict()
     c.loss.reduction = "mean"  # mean over counted pixels | sum (the FCN reference)

@@ -3,7 +3,7 @@
 The steps are functions of ``(state, batch)`` and ``(variables, batch)``; their constant
 collaborators (the task, the pmap axis, the model's ``apply``) are keyword-only and bound
 with ``functools.partial`` once, before ``jax.jit`` or ``jax.pmap``
-(:mod:`fcnjax.parallel` does it for the trainer):
+(:mod:`fcnjax.training.parallel` does it for the trainer):
 
 >>> import functools, jax, jax.numpy as jnp, optax
 >>> from fcnjax import models, tasks
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fcnjax.tasks import Task
+from fcnjax.training.tasks import Task
 
 __all__ = ["TrainState", "create_train_state", "eval_step", "train_step"]
 

@@ -32,8 +32,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fcnjax import config as config_lib
 from fcnjax import data as data_lib
+from fcnjax.training.settings import ConfigError
 
 __all__ = ["MODES", "PMAP_AXIS", "MeshPlacement", "Placement", "PmapPlacement", "get"]
 
@@ -77,7 +77,7 @@ class _Devices:
     def check_batch(self, batch_size: int, what: str) -> None:
         n = jax.device_count()
         if batch_size % n:
-            raise config_lib.ConfigError(
+            raise ConfigError(
                 f"`{what}` ({batch_size}) must be a multiple of the {n} devices (global batch)."
             )
 
@@ -149,5 +149,5 @@ MODES: dict[str, type[MeshPlacement] | type[PmapPlacement]] = {
 def get(mode: str) -> Placement:
     """The placement of ``config.parallel``: ``"jit"`` or ``"pmap"``."""
     if mode not in MODES:
-        raise config_lib.ConfigError(f"`parallel` must be one of {sorted(MODES)}; got {mode!r}.")
+        raise ConfigError(f"`parallel` must be one of {sorted(MODES)}; got {mode!r}.")
     return MODES[mode]()

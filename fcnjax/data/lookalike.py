@@ -1,12 +1,16 @@
-"""Stand-ins for TFDS datasets, for tests and offline notebook runs.
+"""Look-alike TFDS datasets: made-up data in the real formats, for demos and tests.
+
+The notebooks' smoke mode (:func:`fcnjax.colab.data_context`), the README's figures
+(``docs/figures.py``) and the tests use these where the real datasets cannot be
+downloaded. Nothing here is a real dataset: the records are drawn at random.
 
 :func:`tfds_release` writes look-alike *release files* in the real formats (MNIST's
 gzipped idx files, Oxford-IIIT Pet's image and annotation archives) with their checksums,
 so that the real, TensorFlow-free preparation (:mod:`fcnjax.data.prepare`) runs on them
-offline. :func:`mock_tfds` is ``tfds.testing.mock_data`` with records that look like the
-real ones, for code that does not care how a dataset was prepared. The records:
-MNIST digits drawn as glyphs (so an autoencoder has something to learn), and Oxford-IIIT
-Pet images with an elliptical "pet" and a trimap that outlines it.
+offline, as for a user. :func:`mock_tfds` is ``tfds.testing.mock_data`` with records that
+look like the real ones, for code that does not care how a dataset was prepared. The
+records: MNIST digits drawn as glyphs (so an autoencoder has something to learn), and
+Oxford-IIIT Pet images with an elliptical "pet" and a trimap that outlines it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Orbax checkpoints of a training run: the latest K, and the best by a validation metric.
 
-``workdir/checkpoints/<step>/`` holds ``state`` (the :class:`~fcnjax.steps.TrainState`
+``workdir/checkpoints/<step>/`` holds ``state`` (the :class:`~fcnjax.training.steps.TrainState`
 arrays), ``data`` (each process's grain iterator position, so a resumed run sees the same
 batches) and ``meta`` (JSON: step, best metric so far). ``workdir/best/<step>/`` holds the
 best ``state`` by the chosen metric. Saves are asynchronous where orbax allows: arrays are
@@ -32,7 +32,7 @@ __all__ = [
     "saved_shapes",
 ]
 
-log = logging.getLogger("fcnjax.checkpoints")
+log = logging.getLogger("fcnjax.training.checkpoints")
 
 
 class CheckpointError(RuntimeError):
