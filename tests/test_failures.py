@@ -129,7 +129,7 @@ def test_a_busy_workdir_is_refused_and_a_killed_holder_frees_it(tmp_path, capsys
         [
             sys.executable,
             "-c",
-            "import sys, time; from fcnjax import workdir\n"
+            "import sys, time; from fcnjax.training import workdir\n"
             f"with workdir.claim({str(wd)!r}):\n    print('held', flush=True); time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
@@ -198,7 +198,7 @@ def test_a_cut_off_metrics_line_neither_spreads_nor_blocks_plot(tmp_path, capsys
         f.write('{"step": 7, "time": 17000')  # killed again, mid-line
     code, out, _ = run(["plot", "--workdir", wd], capsys)
     assert code == 0 and "loss.png" in out
-    assert "metrics.jsonl, line 7: skipped a cut-off record" in caplog.text  # a warning
+    assert "metrics.jsonl, line 7: skipped a cut-off last line" in caplog.text  # a warning
 
 
 # 6. Every earlier config is kept.

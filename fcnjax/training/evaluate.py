@@ -2,7 +2,8 @@
 the task's metrics, summed over every example (never averaged per batch).
 
 >>> import jax, jax.numpy as jnp, numpy as np
->>> from fcnjax import data, models, tasks
+>>> from fcnjax import data, models
+>>> from fcnjax.training import tasks
 >>> model = models.get("fcn8s", num_classes=3, width=0.0625, dropout=0.0)
 >>> variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 >>> images, masks = np.zeros((3, 32, 32, 3), np.uint8), np.ones((3, 32, 32), np.uint8)

@@ -10,7 +10,7 @@ ask which one they have:
   with the steps reducing over :data:`PMAP_AXIS` themselves (``axis_name``).
 
 >>> import functools, jax, numpy as np
->>> from fcnjax import steps, tasks
+>>> from fcnjax.training import steps, tasks
 >>> placement = get("jit")
 >>> identity = lambda variables, x, train: x
 >>> step = functools.partial(steps.eval_step, apply_fn=identity, task=tasks.Autoencoder())

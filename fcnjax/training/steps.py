@@ -6,7 +6,8 @@ with ``functools.partial`` once, before ``jax.jit`` or ``jax.pmap``
 (:mod:`fcnjax.training.parallel` does it for the trainer):
 
 >>> import functools, jax, jax.numpy as jnp, optax
->>> from fcnjax import models, tasks
+>>> from fcnjax import models
+>>> from fcnjax.training import tasks
 >>> model = models.get("fcn8s", num_classes=3, width=0.0625, dropout=0.0)
 >>> state = create_train_state(model, optax.sgd(0.1), jnp.zeros((1, 32, 32, 3)), jax.random.key(0))
 >>> batch = {"image": jnp.ones((2, 32, 32, 3)), "mask": jnp.ones((2, 32, 32), jnp.int32)}
