@@ -42,6 +42,7 @@ from fcnjax.prediction_files import (
 )
 from fcnjax.training import checkpoints as ckpt
 from fcnjax.training import evaluate, experiment
+from fcnjax.training.settings import Loader
 
 log = logging.getLogger("fcnjax.predict")
 
@@ -182,8 +183,7 @@ def _read(workdir: str | os.PathLike[str], checkpoint: str) -> tuple[Any, Any, d
             f"(train with `fcnjax train --config ... --workdir {workdir}`)."
         )
     config = config_lib.from_json((workdir / "config.json").read_text())
-    directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
-    state, step = ckpt.restore_state(directory, None)
+    state, step = ckpt.restore_state(_checkpoints(workdir, checkpoint), None)
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
@@ -197,12 +197,17 @@ def _checked(run: Any, variables: dict, workdir: Path, checkpoint: str, step: in
     expected = jax.eval_shape(run.model.init, jax.random.key(0), jnp.zeros(run.example_shape))
     problems = ckpt.mismatches(expected, variables)
     if problems:
-        directory = workdir / ("checkpoints" if checkpoint == "latest" else "best")
+        saved = _checkpoints(workdir, checkpoint) / str(step)
         raise ckpt.CheckpointError(
-            f"{directory / str(step)} holds another network than {workdir / 'config.json'} "
+            f"{saved} holds another network than {workdir / 'config.json'} "
             f"builds ({'; '.join(problems)}): the workdir's config and checkpoint disagree."
         )
     return jax.tree.map(jnp.asarray, variables)
+
+
+def _checkpoints(workdir: Path, checkpoint: str) -> Path:
+    """The directory of a workdir's ``"latest"`` or ``"best"`` checkpoints."""
+    return workdir / ("checkpoints" if checkpoint == "latest" else "best")
 
 
 def _run_info(workdir: Path) -> dict[str, Any] | None:
@@ -332,7 +337,7 @@ def evaluate_segmentation(
         run.eval_transform,
         run.task,
         size,
-        loader={k: config.input[k] for k in ("workers", "threads", "prefetch")},
+        loader=Loader.from_config(config.input).kwargs(),
         inference=options,
         progress=progress,
     )

@@ -174,7 +174,7 @@ def _unverified_train_source(c: Mapping[str, Any]) -> Any:
 
 def _task(c, reference, train_source, info, needs_loss: bool) -> tasks.Task:
     """The task of ``c["task"]`` (:mod:`fcnjax.training.tasks`), told about the data."""
-    if isinstance(reference, Mapping) or reference is None:  # a run info
+    if reference is None:  # no source built: the run info describes the data
         data_k, names = info["num_classes"], info["class_names"]
     else:
         data_k, names = reference.num_classes, reference.class_names

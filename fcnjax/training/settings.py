@@ -35,9 +35,14 @@ class Loader:
     """The grain loaders' settings (``config.input``): decoding processes (0: threads in
     this process), threads and batches prefetched."""
 
-    workers: int = 0
-    threads: int = 2
-    prefetch: int = 4
+    workers: int
+    threads: int
+    prefetch: int
+
+    @classmethod
+    def from_config(cls, inp: Mapping[str, Any]) -> Loader:
+        """The loader settings of a config's ``input`` section."""
+        return cls(inp["workers"], inp["threads"], inp["prefetch"])
 
     def kwargs(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -48,26 +53,28 @@ class CheckpointPolicy:
     """``config.checkpoint``: save every ``every_steps``, keep the latest ``keep``, and the
     best by a validation metric (``best_metric``, ``best_mode`` max or min) apart."""
 
-    every_steps: int = 1000
-    keep: int = 3
-    best_metric: str = "mean_iou"
-    best_mode: str = "max"
-    asynchronous: bool = True
+    every_steps: int
+    keep: int
+    best_metric: str
+    best_mode: str
+    asynchronous: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """When things happen in a training run, and how much of the data each step takes."""
+    """When things happen in a training run, and how much of the data each step takes.
+    Its values come from a config (:meth:`from_config`), whose defaults are
+    :func:`fcnjax.configs.default.default_config`'s: none are repeated here."""
 
     total_steps: int
-    seed: int = 0
-    batch_size: int = 16  # global: split over processes and devices
-    eval_batch_size: int = 16
-    log_every_steps: int = 50
-    eval_every_steps: int = 1000  # (config: None -> the checkpoint cadence)
-    parallel: str = "jit"  # jit | pmap
-    loader: Loader = Loader()
-    checkpoint: CheckpointPolicy = CheckpointPolicy()
+    seed: int
+    batch_size: int  # global: split over processes and devices
+    eval_batch_size: int
+    log_every_steps: int
+    eval_every_steps: int  # (config: None -> the checkpoint cadence)
+    parallel: str  # jit | pmap
+    loader: Loader
+    checkpoint: CheckpointPolicy
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], total_steps: int) -> Schedule:
@@ -81,7 +88,7 @@ class Schedule:
             log_every_steps=config["log_every_steps"],
             eval_every_steps=config["eval_every_steps"] or checkpoint.every_steps,
             parallel=config["parallel"],
-            loader=Loader(**{k: config["input"][k] for k in ("workers", "threads", "prefetch")}),
+            loader=Loader.from_config(config["input"]),
             checkpoint=checkpoint,
         )
 

@@ -41,7 +41,9 @@ __all__ = [
 
 def names() -> tuple[str, ...]:
     """The tasks: every public module of this package."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name[0] == "_"))
+    return tuple(
+        sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    )
 
 
 def get(name: str) -> ModuleType:
