@@ -3,6 +3,7 @@
     python bench/train_step.py                    # every family, about 15 minutes on 2 cores
     python bench/train_step.py --quick            # fewer rounds, no breakdown
     python bench/train_step.py --only segnet unet # some families
+    python bench/train_step.py --device gpu --dtype bfloat16 --quick --json out.json
 
 What is timed is one whole optimizer step on a fixed batch, float32, after warm-up (JAX's
 compile excluded, and printed apart with the first call): `jax.jit(partial(train_step,
@@ -33,16 +34,27 @@ the ignore label 255; the autoencoder: mean squared error):
   polynomial schedule), batch 2 at 320x320 (``FCN_RESNET_SHAPE``; torchvision trains
   4 x 480x480 crops per GPU, too slow for a 2-core CPU).
 - ``shapes`` (fcnjax alone, images/s): the ``shapes_fcn8s`` recipe's step.
+
+``--device gpu`` (``bench/gpu.sh``): both on the GPU, FCN-ResNet50 at torchvision's 4 x
+480x480 crops, one PyTorch worker for every family; the step's time includes waiting for
+the device (``block_until_ready``, ``torch.cuda.synchronize``). float32 is TF32 on both
+sides (``jax_default_matmul_precision``, ``allow_tf32``); ``--dtype bfloat16`` is mixed
+precision on both: float32 parameters, bfloat16 compute (fcnjax's ``dtype``, PyTorch's
+autocast). ``--tiny`` (checks that the script runs, measures nothing): batch 1 at 32x32,
+short rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import jax
@@ -91,8 +103,7 @@ class Remote:
 
     def block(self, steps):
         """Seconds that ``steps`` consecutive calls took, timed in the worker."""
-        self.worker.conn.send((self.name, steps))
-        return self.worker.conn.recv()
+        return self.worker.ask(("run", self.name, steps))
 
     def __call__(self):
         self.block(1)
@@ -105,28 +116,62 @@ class TorchWorker:
     step after a switch is slower (measured: fcnjax 5.8 -> 7.8 s, PyTorch 6.2 -> 7.2 s for
     FCN-8s), since both allocate gigabytes that the other then reuses or returns. Users
     run one framework per process; so does this benchmark, still interleaving the rounds
-    so that both see the same machine load."""
+    so that both see the same machine load. ``load`` builds a family's step in it (on the
+    GPU one worker serves every family: CUDA starts once)."""
 
-    def __init__(self, kind, batch, threads):
+    def __init__(self, threads, device="cpu", dtype="float32"):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_torch_worker, args=(child, kind, batch, threads))
+        self.process = ctx.Process(target=_torch_worker, args=(child, threads, device, dtype))
         self.process.start()
-        self.info = self.conn.recv()  # names of the functions, and facts (parameter count)
+        child.close()  # the worker's end: if the worker dies, recv() here raises EOFError
+        self.info = {}
+
+    def load(self, kind, batch):
+        """Builds ``kind``'s step on ``batch`` in the worker, in place of the previous one."""
+        self.info = self.ask(("load", kind, batch))  # facts (parameter count)
+
+    def ask(self, request):
+        self.conn.send(request)
+        reply = self.conn.recv()
+        if isinstance(reply, tuple) and reply[:1] == ("error",):
+            raise RuntimeError(f"in the PyTorch worker:\n{reply[1]}")
+        return reply
 
     def fn(self, name):
         return Remote(self, name)
 
     def close(self):
-        self.conn.send(None)
-        self.process.join()
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
 
 
-def _torch_fns(kind, batch):
+def torch_context(device, dtype):
+    """PyTorch's side of ``--device`` and ``--dtype``: ``(device, autocast, sync)``, where
+    ``autocast()`` is the forward pass's context and ``sync()`` waits for the device."""
+    import torch
+
+    if device == "gpu":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 as TF32, as JAX's precision
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes: tuned kernels, as XLA autotunes
+        dev, sync = torch.device("cuda"), torch.cuda.synchronize
+    else:
+        dev, sync = torch.device("cpu"), lambda: None
+    if dtype == "bfloat16":  # float32 parameters, bfloat16 compute: fcnjax's `dtype`
+        return dev, functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16), sync
+    return dev, contextlib.nullcontext, sync
+
+
+def _torch_fns(kind, batch, device="cpu", dtype="float32"):
+    context = torch_context(device, dtype)
     if kind == "fcn8s":
-        step, parts = torch_fcn8s_step(21, batch)
+        step, parts = torch_fcn8s_step(21, batch, context=context)
         return {"step": step, **parts}, {}
     builders = {
         "segnet": torch_segnet,
@@ -134,22 +179,32 @@ def _torch_fns(kind, batch):
         "autoencoder": torch_autoencoder,
         "fcn_resnet50": torch_fcn_resnet50,
     }
-    step, n_params = torch_step(kind, builders[kind](), batch)
+    step, n_params = torch_step(kind, builders[kind](), batch, context=context)
     return {"step": step}, {"params": n_params}
 
 
-def _torch_worker(conn, kind, batch, threads):
+def _torch_worker(conn, threads, device, dtype):
+    # bench/models.py computes FCN-8s' bilinear kernel with JAX: on the CPU, so that this
+    # process does not take a share of the GPU's memory for JAX.
+    jax.config.update("jax_platforms", "cpu")
     import torch
 
     torch.set_num_threads(threads)
-    fns, info = _torch_fns(kind, batch)
-    conn.send(info)
+    fns = {}
     while (request := conn.recv()) is not None:
-        name, steps = request
-        start = time.perf_counter()
-        for _ in range(steps):
-            fns[name]()
-        conn.send(time.perf_counter() - start)
+        try:
+            if request[0] == "load":
+                fns = {}  # the previous family's network goes first
+                fns, info = _torch_fns(*request[1:], device=device, dtype=dtype)
+                conn.send(info)
+                continue
+            _, name, steps = request
+            start = time.perf_counter()
+            for _ in range(steps):
+                fns[name]()
+            conn.send(time.perf_counter() - start)
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
 
 
 def steps_for(fn, seconds):
@@ -222,43 +277,55 @@ def fcn8s_breakdown(step: JaxStep):
     return {"forward": run(fwd), "forward+backward": run(grad)}
 
 
-def torch_fcn8s_step(num_classes, batch, dropout=0.5):
+def torch_fcn8s_step(num_classes, batch, dropout=0.5, context=None):
     import torch
     import torch.nn.functional as F
     from torch import nn
 
+    dev, autocast, sync = context or torch_context("cpu", "float32")
     torch.manual_seed(0)
     net = bench_models.torch_fcn8s(num_classes)
     # fcnjax drops out after fc6's and fc7's ReLU; dropout before the ReLU that
     # bench/models.py applies is the same function (the mask and 1/(1-p) are >= 0).
     net.fc6 = nn.Sequential(net.fc6, nn.Dropout(dropout))
     net.fc7 = nn.Sequential(net.fc7, nn.Dropout(dropout))
-    net = net.to(memory_format=torch.channels_last).train()
+    net = net.to(dev, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous(
-        memory_format=torch.channels_last
-    )
-    y = torch.tensor(batch["mask"], dtype=torch.long)
+    x, y = torch_batch(batch, dev)
 
     def forward():
-        return F.cross_entropy(net(x), y, ignore_index=IGNORE)
+        with autocast():
+            return F.cross_entropy(net(x), y, ignore_index=IGNORE)
 
     def step():
         opt.zero_grad(set_to_none=True)
         forward().backward()
         opt.step()
+        sync()
 
     def forward_only():
         with torch.no_grad():  # as the jitted JAX forward: no graph kept
             forward()
+        sync()
 
     def forward_backward():
         net.zero_grad(set_to_none=True)
         forward().backward()
+        sync()
 
     for _ in range(2):
         step()
     return step, {"forward": forward_only, "forward+backward": forward_backward}
+
+
+def torch_batch(batch, dev):
+    """``batch`` as PyTorch tensors on ``dev``: the image channels_last, the mask (if any)."""
+    import torch
+
+    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).to(dev)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.tensor(batch["mask"], dtype=torch.long).to(dev) if "mask" in batch else None
+    return x, y
 
 
 def torch_autoencoder():
@@ -460,41 +527,43 @@ TORCH_OPTIMIZERS = {
 }
 
 
-def torch_step(kind, net, batch):
+def torch_step(kind, net, batch, context=None):
     """A training step of ``net`` (channels_last) on ``batch``: cross-entropy with the
     ignore label on masks (FCN-ResNet: ``out`` + 0.5 ``aux``), else mean squared error
-    against the input."""
+    against the input. ``context``: :func:`torch_context`'s (default: CPU, float32)."""
     import torch
     import torch.nn.functional as F
 
+    dev, autocast, sync = context or torch_context("cpu", "float32")
     torch.manual_seed(0)
-    net = net.to(memory_format=torch.channels_last).train()
+    net = net.to(dev, memory_format=torch.channels_last).train()
     n_params = sum(p.numel() for p in net.parameters())
     opt = TORCH_OPTIMIZERS[kind](net.parameters())
-    x = torch.tensor(np.moveaxis(batch["image"], -1, 1)).contiguous(
-        memory_format=torch.channels_last
-    )
+    x, y = torch_batch(batch, dev)
     if kind == "fcn_resnet50":  # torchvision's criterion: out + 0.5 * aux
-        y = torch.tensor(batch["mask"], dtype=torch.long)
 
-        def loss():
+        def objective():
             out = net(x)
             ce = {k: F.cross_entropy(v, y, ignore_index=IGNORE) for k, v in out.items()}
             return ce["out"] + 0.5 * ce["aux"] if "aux" in ce else ce["out"]
 
-    elif "mask" in batch:
-        y = torch.tensor(batch["mask"], dtype=torch.long)
-        loss = lambda: F.cross_entropy(net(x), y, ignore_index=IGNORE)  # noqa: E731
+    elif y is not None:
+        objective = lambda: F.cross_entropy(net(x), y, ignore_index=IGNORE)  # noqa: E731
     else:
         out_shape = tuple(net(x).shape)
         if out_shape != tuple(x.shape):
             raise AssertionError(f"PyTorch {kind} output {out_shape} != input {tuple(x.shape)}")
-        loss = lambda: F.mse_loss(net(x), x)  # noqa: E731
+        objective = lambda: F.mse_loss(net(x), x)  # noqa: E731
+
+    def loss():
+        with autocast():
+            return objective()
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss().backward()
         opt.step()
+        sync()
 
     for _ in range(2):
         step()
@@ -526,87 +595,110 @@ def shapes_setup():
 FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet", "autoencoder", "fcn_resnet50", "shapes")
 # FCN-ResNet50's batch: torchvision trains 4 x 480x480 crops per GPU, too slow here.
 FCN_RESNET_SHAPE = (2, (320, 320))
+FCN_RESNET_SHAPE_GPU = (4, (480, 480))
+TINY_SHAPE = (1, (32, 32))  # --tiny: every segmentation family
 
 
-def family(name, rng):
-    """``(title, fcnjax model, optimizer, batch, task, torch kind or None)`` of a family."""
+def family(name, rng, dtype="float32", device="cpu", tiny=False):
+    """``(title, fcnjax model, optimizer, batch, task, torch kind or None)`` of a family, the
+    model computing in ``dtype`` (parameters float32) at ``device``'s shapes."""
+    kw = {} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}
+
+    def seg_batch(n, size, num_classes):
+        n, size = TINY_SHAPE if tiny else (n, size)
+        batch = segmentation_batch(rng, n, size, num_classes)
+        return batch, f"{n} x {size[0]}x{size[1]}"
+
     sgd = dict(name="sgd", learning_rate=1e-4, momentum=0.9, weight_decay=5e-4)
     adam = dict(name="adam", learning_rate=1e-3)
     if name == "fcn8s":
-        model = models.get("fcn8s", num_classes=21)
-        batch = segmentation_batch(rng, 4, (224, 224), 21)
-        title = "FCN-8s VGG16, 21 classes, dropout 0.5, batch 4 x 224x224, SGD momentum + L2"
+        model = models.get("fcn8s", num_classes=21, **kw)
+        batch, shape = seg_batch(4, (224, 224), 21)
+        title = f"FCN-8s VGG16, 21 classes, dropout 0.5, batch {shape}, SGD momentum + L2"
         return title, model, sgd, batch, Segmentation(21), "fcn8s"
     if name in ("segnet", "segnet_small"):
         size = (360, 480) if name == "segnet" else (180, 240)
-        model = models.get("segnet", num_classes=11)
-        batch = segmentation_batch(rng, 4, size, 11)
+        model = models.get("segnet", num_classes=11, **kw)
+        batch, shape = seg_batch(4, size, 11)
         momentum = dict(name="sgd", learning_rate=0.01, momentum=0.9)
-        title = f"SegNet-Basic, 11 classes, batch 4 x {size[0]}x{size[1]}, SGD momentum"
+        title = f"SegNet-Basic, 11 classes, batch {shape}, SGD momentum"
         return title, model, momentum, batch, Segmentation(11), "segnet"
     if name == "unet":
-        model = models.get("unet", num_classes=2)
-        batch = segmentation_batch(rng, 2, (200, 200), 2)
-        title = "U-Net 32/64/128, dropout 0.2, 2 classes, batch 2 x 200x200, Adam"
+        model = models.get("unet", num_classes=2, **kw)
+        batch, shape = seg_batch(2, (200, 200), 2)
+        title = f"U-Net 32/64/128, dropout 0.2, 2 classes, batch {shape}, Adam"
         return title, model, adam, batch, Segmentation(2), "unet"
     if name == "autoencoder":
-        batch = {"image": rng.random((32, 28, 28, 1), dtype=np.float32)}
-        title = "autoencoder (51,459 parameters), batch 32 x 28x28x1, Adam, MSE"
-        return title, models.get("autoencoder"), adam, batch, Autoencoder(), "autoencoder"
+        n = 2 if tiny else 32
+        batch = {"image": rng.random((n, 28, 28, 1), dtype=np.float32)}
+        title = f"autoencoder (51,459 parameters), batch {n} x 28x28x1, Adam, MSE"
+        return title, models.get("autoencoder", **kw), adam, batch, Autoencoder(), "autoencoder"
     if name == "fcn_resnet50":
-        n, size = FCN_RESNET_SHAPE
-        model = models.get("fcn_resnet50", num_classes=21, aux_loss=True)
-        batch = segmentation_batch(rng, n, size, 21)
+        n, size = FCN_RESNET_SHAPE_GPU if device == "gpu" else FCN_RESNET_SHAPE
+        model = models.get("fcn_resnet50", num_classes=21, aux_loss=True, **kw)
+        batch, shape = seg_batch(n, size, 21)
         sgd = dict(name="sgd", learning_rate=0.02, momentum=0.9, weight_decay=1e-4)
         title = (
-            f"FCN-ResNet50 (output stride 8, aux head), 21 classes, batch {n} x "
-            f"{size[0]}x{size[1]}, SGD momentum + L2, CE + 0.5 aux"
+            f"FCN-ResNet50 (output stride 8, aux head), 21 classes, batch {shape}, "
+            "SGD momentum + L2, CE + 0.5 aux"
         )
         return title, model, sgd, batch, Segmentation(21), "fcn_resnet50"
     spec, size, n, optimizer, total, where = shapes_setup()
-    spec = dict(spec)
+    spec = dict(spec, **kw)
     model = models.get(spec.pop("name"), **spec)
-    batch = segmentation_batch(rng, n, size, spec["num_classes"])
-    title = f"shapes recipe ({where}), batch {n} x {size[0]}x{size[1]}"
+    batch, shape = seg_batch(n, size, spec["num_classes"])
+    title = f"shapes recipe ({where}{'' if not kw else ', run in ' + dtype}), batch {shape}"
     return title, model, optimizer, batch, Segmentation(spec["num_classes"]), None
 
 
-def run_family(name, args, cores, rng):
+def run_family(name, args, threads, rng, shared_worker=None):
     """Times one family; prints its lines and returns its row of the summary table."""
-    title, model, optimizer, batch, task, kind = family(name, rng)
+    title, model, optimizer, batch, task, kind = family(
+        name, rng, args.dtype, args.device, args.tiny
+    )
     n = len(batch["image"])
     jax_step = JaxStep(model, optimizer, batch, task)
     worker, torch_fn, torch_parts = None, None, {}
     if kind is not None and args.same_process:
-        fns, _ = _torch_fns(kind, batch)
+        fns, _ = _torch_fns(kind, batch, args.device, args.dtype)
         torch_fn, torch_parts = fns["step"], fns
     elif kind is not None:
-        worker = TorchWorker(kind, batch, cores)
+        worker = shared_worker or TorchWorker(threads, args.device, args.dtype)
+        try:
+            worker.load(kind, batch)
+        except BaseException:
+            if worker is not shared_worker:
+                worker.close()
+            raise
         torch_fn = worker.fn("step")
         if kind == "fcn8s":
             torch_parts = {p: worker.fn(p) for p in ("forward", "forward+backward")}
-    fns = {"fcnjax": jax_step} if torch_fn is None else {"fcnjax": jax_step, "torch": torch_fn}
-    block_s = 0.3 if args.quick else 1.0
-    steps = max(steps_for(fn, block_s) for fn in fns.values())
-    rounds = 3 if args.quick else 5
-    t = interleaved(fns, rounds, steps)
-    params = sum(x.size for x in jax.tree.leaves(jax_step.state.params))
-    theirs = ""
-    if worker and worker.info:
-        theirs = f" / PyTorch {worker.info['params']:,}"
-        theirs += "" if worker.info["params"] == params else " (DIFFERENT NETWORKS)"
-    print(f"\n{name}: {title}; {rounds} rounds x {steps} steps, medians:")
-    print(f"  parameters: fcnjax {params:,}{theirs}")
-    print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_step.compile_s))
-    row = [name, 1e3 * np.median(t["fcnjax"]), None, None, jax_step.compile_s]
-    if torch_fn is not None:
-        print(images_per_s("PyTorch step", n, t["torch"]))
-        row[2:4] = 1e3 * np.median(t["torch"]), ratio(t, "fcnjax", "torch")
-        print(f"  fcnjax / PyTorch time: {row[3]:.2f}x (target <= 1.0)")
-    if kind == "fcn8s" and not args.quick:
-        breakdown(jax_step, torch_parts, torch_fn)
-    if worker is not None:
-        worker.close()
+    try:
+        fns = {"fcnjax": jax_step} if torch_fn is None else {"fcnjax": jax_step, "torch": torch_fn}
+        block_s = 0.05 if args.tiny else 0.3 if args.quick else 1.0
+        steps = max(steps_for(fn, block_s) for fn in fns.values())
+        rounds = 2 if args.tiny else 3 if args.quick else 5
+        t = interleaved(fns, rounds, steps)
+        params = sum(x.size for x in jax.tree.leaves(jax_step.state.params))
+        row = dict(family=name, title=title, batch=n, params=params, rounds=rounds, steps=steps)
+        theirs = ""
+        if worker and worker.info:
+            row["torch_params"] = worker.info["params"]
+            theirs = f" / PyTorch {worker.info['params']:,}"
+            theirs += "" if worker.info["params"] == params else " (DIFFERENT NETWORKS)"
+        print(f"\n{name}: {title}; {rounds} rounds x {steps} steps, medians:")
+        print(f"  parameters: fcnjax {params:,}{theirs}")
+        print(images_per_s("fcnjax train_step", n, t["fcnjax"], jax_step.compile_s))
+        row.update(fcnjax_ms=1e3 * np.median(t["fcnjax"]), compile_s=jax_step.compile_s)
+        if torch_fn is not None:
+            print(images_per_s("PyTorch step", n, t["torch"]))
+            row.update(torch_ms=1e3 * np.median(t["torch"]), ratio=ratio(t, "fcnjax", "torch"))
+            print(f"  fcnjax / PyTorch time: {row['ratio']:.2f}x (target <= 1.0)")
+        if kind == "fcn8s" and not args.quick:
+            breakdown(jax_step, torch_parts, torch_fn)
+    finally:
+        if worker is not None and worker is not shared_worker:
+            worker.close()
     return row
 
 
@@ -628,6 +720,20 @@ def breakdown(jax_step, torch_parts, torch_fn):
         )
 
 
+def precision_note(device, dtype):
+    """What ``--device``/``--dtype`` compute in, for the headers."""
+    if dtype == "bfloat16":
+        return "bfloat16 (float32 parameters; fcnjax dtype=bfloat16, PyTorch autocast)"
+    return "float32 (TF32 matmuls and convolutions on both)" if device == "gpu" else "float32"
+
+
+def write_json(path, meta, rows):
+    """The run so far as JSON (rewritten after every family: a run cut short keeps its rows)."""
+    if path:
+        text = json.dumps({"meta": meta, "rows": rows}, indent=1, default=float)
+        Path(path).write_text(text + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no breakdown")
@@ -637,28 +743,101 @@ def main():
         action="store_true",
         help="run PyTorch in this process too (each framework then slows the other)",
     )
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--tiny", action="store_true", help="batch 1 at 32x32: a dry run")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows to this file")
+    parser.add_argument(
+        "--budget", type=float, metavar="SECONDS", help="start no family after this time"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress of a long run, also into a file
 
+    # JAX's GPU first, then PyTorch: the first to start loads the CUDA libraries both use.
+    backend = jax.default_backend()
+    if backend != args.device:
+        parser.error(
+            f"--device {args.device}, but JAX runs on {backend}: "
+            + ("install a CUDA jaxlib" if args.device == "gpu" else "set JAX_PLATFORMS=cpu")
+        )
+    if args.device == "gpu" and args.dtype == "float32":
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+
     import torch
 
+    if args.device == "gpu" and not torch.cuda.is_available():
+        parser.error("--device gpu, but PyTorch sees no CUDA device")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(cores)  # XLA:CPU's thread pool has one thread per core
+    # XLA:CPU's thread pool has one thread per core. A dry run takes one: PyTorch's threads
+    # wait by spinning, which on a busy machine made a tiny U-Net step 400 ms, not 13 ms.
+    threads = 1 if args.tiny else cores
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
+    device = jax.devices()[0]
+    torch_device = ""
+    if args.device == "gpu":
+        device = f"{device}, {device.device_kind}"
+        torch_device = f"{torch.cuda.get_device_name()}, "
     print(
-        f"# {platform.machine()}, {cores} cores, jax {jax.__version__} ({jax.devices()[0]}), "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
-        f"{'this process' if args.same_process else 'a worker process'}), float32; "
+        f"# {platform.machine()}, {cores} cores, jax {jax.__version__} ({device}), "
+        f"torch {torch.__version__} ({torch_device}{torch.get_num_threads()} threads, "
+        f"{'this process' if args.same_process else 'a worker process'}), "
+        f"{precision_note(args.device, args.dtype)}; "
         f"load average {os.getloadavg()[0]:.1f} (other processes make the timings noisy)"
     )
-    rows = [run_family(name, args, cores, rng) for name in args.only]
+    meta = dict(
+        device=args.device,
+        dtype=args.dtype,
+        precision=precision_note(args.device, args.dtype),
+        device_kind=jax.devices()[0].device_kind,
+        torch_device=torch.cuda.get_device_name() if args.device == "gpu" else "cpu",
+        jax=jax.__version__,
+        torch=torch.__version__,
+        quick=args.quick,
+        tiny=args.tiny,
+        families=list(args.only),
+    )
+    rows, failed, start = [], [], time.perf_counter()
+    # One worker for every family on the GPU (and in a dry run, which checks that path).
+    shared = None
+    if args.device == "gpu" or args.tiny:
+        shared = TorchWorker(threads, args.device, args.dtype)
+    write_json(args.json, meta, rows)
+    try:
+        for name in args.only:
+            now = time.perf_counter() - start
+            if args.budget is not None and now > args.budget:
+                print(f"\n{name}: skipped (--budget {args.budget:.0f} s; {now:.0f} s used)")
+                rows.append(dict(family=name, skipped=f"time budget ({now:.0f} s used)"))
+                write_json(args.json, meta, rows)
+                continue
+            try:
+                rows.append(run_family(name, args, threads, rng, shared))
+            except Exception as error:  # the other families still run; the exit code says
+                traceback.print_exc()
+                print(f"\n{name}: FAILED: {type(error).__name__}: {error}")
+                rows.append(dict(family=name, error=f"{type(error).__name__}: {error}"))
+                failed.append(name)
+                if shared is not None and not shared.process.is_alive():  # e.g. out of memory
+                    shared = TorchWorker(threads, args.device, args.dtype)
+            write_json(args.json, meta, rows)
+    finally:
+        if shared is not None:
+            shared.close()
     print("\n| family | fcnjax ms/step | PyTorch ms/step | fcnjax / PyTorch | compile + 1st call |")
     print("| --- | --- | --- | --- | --- |")
-    for name, mine, theirs, r, compile_s in rows:
-        theirs_s = "-" if theirs is None else f"{theirs:.1f}"
-        r_s = "-" if r is None else f"{r:.2f}x"
-        print(f"| {name} | {mine:.1f} | {theirs_s} | {r_s} | {compile_s:.1f} s |")
+    for row in rows:
+        if "fcnjax_ms" not in row:
+            continue
+        theirs_s = f"{row['torch_ms']:.1f}" if "torch_ms" in row else "-"
+        r_s = f"{row['ratio']:.2f}x" if "ratio" in row else "-"
+        print(
+            f"| {row['family']} | {row['fcnjax_ms']:.1f} | {theirs_s} | {r_s} | "
+            f"{row['compile_s']:.1f} s |"
+        )
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 
 TFDS ``oxford_iiit_pet`` (downloaded and prepared on first use into ``data.data_dir``,
 without TensorFlow: :mod:`fcnjax.data.prepare`). ImageNet VGG16 (Keras), 224x224 resized
-inputs, global batch 64 split over the 8 TPU cores, bfloat16 compute with float32
-parameters, AdamW with warm-up and poly decay.
+inputs, global batch 64 split over the devices (Colab: one v5e-1 chip), bfloat16 compute
+with float32 parameters, AdamW with warm-up and poly decay.
 """
 
 from fcnjax.config import default_config

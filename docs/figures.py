@@ -67,7 +67,7 @@ def main() -> int:
 
 
 def _slide_figure(workdir: Path) -> None:
-    """A large image by windows: the main job's model saw 64x64 crops of 96x96 images."""
+    """A large image by windows: the main job's model saw whole 96x96 images."""
     import numpy as np
 
     options = {"window": (96, 96), "stride": (64, 64), "blend": "gaussian"}

@@ -55,6 +55,8 @@ exit status:
   2        usage: a bad argument, config, key or value, a missing input, outputs that
            exist or cannot be written
   130/143  stopped by Ctrl-C / SIGTERM (training saves a checkpoint; run it again to resume)"""
+CACHE_HELP = """JAX's compiled programs, reused by the next run of the same recipe (default: \
+$FCNJAX_CACHE/xla, i.e. ~/.cache/fcnjax/xla; 'off': none)"""
 CONFIG_HELP = "a shipped recipe (fcnjax list recipes) or a config .py file; optionally :arg"
 TRAIN_EPILOG = """Then config overrides: key=value, --config.key=value or --config.key value. \
 The recipes: fcnjax list recipes; the networks (model.name=NAME): fcnjax list networks."""
@@ -82,11 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     train.epilog = TRAIN_EPILOG
     train.add_argument("--config", required=True, help=CONFIG_HELP)
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and pictures")
-    train.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace files in --workdir with a run's output names that fcnjax did not write",
-    )
+    mine = "replace files in --workdir with a run's output names that fcnjax did not write"
+    train.add_argument("--overwrite", action="store_true", help=mine)
     ev = add("evaluate", "FCN metrics of a trained workdir on a split")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default=None, help="default: the config's evaluation split")
@@ -112,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--output", default=None, help="default: WORKDIR/plots")
     ls = add("list", "the shipped recipes and the networks (with their parameter counts)")
     ls.add_argument("what", nargs="?", choices=("recipes", "networks"), help="default: both")
+    for compiles in (train, ev, pr, sub.choices["export"]):
+        compiles.add_argument("--compilation-cache", metavar="DIR", help=CACHE_HELP)
     return parser
 
 
@@ -214,11 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify" and args.config is None:  # a data source: key=value pairs
         if not extra or any(arg.startswith("--config.") for arg in extra):
             parser.error("verify needs --config NAME [overrides] or a data source: key=value pairs")
-    # Importing fcnjax already gave the root logger a handler (orbax logs through absl at
-    # import, and absl then calls logging.basicConfig()), so basicConfig alone would do nothing
-    # and fcnjax's own lines would read "WARNING:fcnjax.train: ..." (INFO ones: never). That
-    # plain StreamHandler goes; other handlers (pytest's capture, a notebook's) stay, and then
-    # basicConfig leaves them be. Later imports (jax, orbax) find a handler and add none.
+    # Importing fcnjax gave the root logger a plain StreamHandler (absl's basicConfig() when
+    # orbax logs at import): it goes, so that fcnjax's lines get our format and INFO level.
+    # Other handlers (pytest's capture, a notebook's) stay, and basicConfig leaves them be.
     root = logging.getLogger()
     for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
         root.removeHandler(handler)
@@ -281,6 +280,10 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
 
 
 def _run(args, overrides: list[str]) -> int:
+    if args.command in ("train", "evaluate", "predict", "export"):
+        from fcnjax.training import runtime
+
+        runtime.command_line_cache(args.compilation_cache)
     commands = {
         "plot": lambda: _plot(args.workdir, args.output),
         "verify": lambda: catalog.verify(args.config, overrides, stats=args.stats),

@@ -65,7 +65,8 @@ def _smoke_dir() -> str:
 
 
 def devices() -> str:
-    """One line per fact: backend, devices, processes (what a TPU v2-8 user checks first)."""
+    """One line per fact: backend, devices (count x kind), processes, jax's version: what a
+    TPU user checks first (1 x TPU v5 lite on Colab's v5e-1, 8 on Kaggle's v5e-8)."""
     ds = jax.devices()
     kinds = sorted({d.device_kind for d in ds})
     return "\n".join(

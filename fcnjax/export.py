@@ -34,11 +34,12 @@ take the forms tuned for the backend that traces them, so a file for GPUs is fas
 on one). Running it needs only jax (the same or a newer version, within jax.export's
 compatibility window)::
 
-    import jax, numpy as np
-    exported = jax.export.deserialize(open("shapes.stablehlo", "rb").read())
+    import numpy as np
+    from jax import export  # jax.export without this line only from jax 0.8
+    exported = export.deserialize(open("shapes.stablehlo", "rb").read())
     labels = exported.call(np.zeros((2, 96, 96, 3), np.uint8))   # int32 (2, 96, 96)
 
-ONNX (``format="onnx"``, needs ``pip install "fcnjax[onnx]"``, Python >= 3.11): converted
+ONNX (``format="onnx"``, needs ``pip install "fcnjax[onnx]"`` and jax >= 0.8.1): converted
 by jax2onnx at opset 17 (:data:`fcnjax.export_onnx.ONNX_OPSET`), one self-contained file
 (weights inside), input ``image`` with batch dimension ``B``, outputs named as above.
 Before the file is written, ONNX Runtime runs it on a fixed random batch and its results
@@ -75,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.export  # a submodule jax < 0.8 does not import by itself
 import jax.numpy as jnp
 import numpy as np
 
@@ -280,7 +282,10 @@ def _described(predictor: Predictor) -> str:
 
 def _trace_errors() -> tuple[type[BaseException], ...]:
     # What a network's own checks and jax's shape arithmetic raise for sizes it cannot take.
-    return (ValueError, TypeError, jax.errors.InconclusiveDimensionOperation)
+    inconclusive = getattr(jax.errors, "InconclusiveDimensionOperation", None)
+    if inconclusive is None:  # jax < 0.8 (Colab's 0.7.2) has it only in its private core
+        from jax._src.core import InconclusiveDimensionOperation as inconclusive
+    return (ValueError, TypeError, inconclusive)
 
 
 def _traced(fn: Callable[[], Any], predictor: Predictor, spec, dynamic: bool) -> Any:

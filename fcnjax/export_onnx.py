@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.export  # a submodule jax < 0.8 does not import by itself
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -189,9 +190,7 @@ def _replay(jaxpr, consts, *args) -> list[Any]:
         else:
             ins = [value(read(v)) for v in eqn.invars]
             outs = _apply(eqn, ins)
-        for var, out in zip(eqn.outvars, outs):
-            if not isinstance(var, jcore.DropVar):
-                env[var] = out
+        env.update(zip(eqn.outvars, outs))  # a dropped output's var is never read
     return [value(read(v)) for v in jaxpr.outvars]
 
 

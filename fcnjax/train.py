@@ -1,5 +1,5 @@
 """Training, the face: ``train_and_evaluate(config, workdir)`` trains every model on every
-source, on one CPU, a TPU v2-8 or a pod, and evaluates.
+source, on one CPU, a TPU chip or a pod, and evaluates.
 
 The config is read once, into the typed parts of an
 :class:`~fcnjax.training.experiment.Experiment`; the loop, steps, placement, evaluation,

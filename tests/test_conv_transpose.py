@@ -482,7 +482,11 @@ def test_check_grads_forward_and_reverse(method):
         output_padding=(1, 0),
     )
     x, k = make_arrays(cfg, seed=11, batch=1)
-    with jax.enable_x64(True):  # finite differences need float64 to be a sharp oracle
+    # jax.enable_x64 since jax 0.8; jax.experimental's before (Colab's 0.7.2).
+    enable_x64 = getattr(jax, "enable_x64", None)
+    if enable_x64 is None:
+        from jax.experimental import enable_x64
+    with enable_x64(True):  # finite differences need float64 to be a sharp oracle
         x, k = x.astype(np.float64), k.astype(np.float64)
         check_grads(lambda a, b: run(a, b, cfg, method), (x, k), order=2, modes=("fwd", "rev"))
 

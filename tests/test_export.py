@@ -193,10 +193,10 @@ def assert_telling(labels: np.ndarray, probs: np.ndarray) -> None:
 RUNNER = textwrap.dedent(
     """
     import sys
-    import jax
     import numpy as np
+    from jax import export
 
-    exported = jax.export.deserialize(open(sys.argv[1], "rb").read())
+    exported = export.deserialize(open(sys.argv[1], "rb").read())
     images = np.load(sys.argv[2])
     one, three = exported.call(images[:1]), exported.call(images)
     one, three = [x if isinstance(x, (tuple, list)) else (x,) for x in (one, three)]

@@ -175,7 +175,7 @@ def test_the_installed_package_loads_its_recipes_by_name(installed, tmp_path):
     # `python -m fcnjax`: the default recipe, in full, into runs/shapes_fcn8s
     default = result["default"]
     assert default == {
-        "num_steps": 2800,
+        "num_steps": 4400,
         "model": "fcn8s",
         "workdir": "runs/shapes_fcn8s",
         "exit": 0,

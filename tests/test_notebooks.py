@@ -35,6 +35,15 @@ def test_the_three_notebooks_exist_without_outputs():
         assert "colab-badge.svg" in book.cells[0].source, name
 
 
+def test_the_notebooks_target_colabs_tpu_v5e_1():
+    """Colab's TPU runtime is a v5e-1 (one chip); the v2-8 and its 8 cores are gone."""
+    for name in NOTEBOOKS:
+        text = (COLAB / name).read_text()
+        assert "v2-8" not in text and "TPU cores" not in text, name
+    book = nbformat.read(COLAB / "03_fcn_segmentation_tpu.ipynb", as_version=4)
+    assert book.metadata["accelerator"] == "TPU" and book.metadata.colab.gpuType == "V5E1"
+
+
 def test_colab_config_follows_the_smoke_switch(monkeypatch):
     from fcnjax import colab
 
@@ -102,6 +111,8 @@ def test_03_fcn_segmentation(tmp_path, monkeypatch):
     book, seconds = _run("03_fcn_segmentation_tpu.ipynb", tmp_path, monkeypatch)
     text = _text(book)
     assert "backend: cpu" in text and "mean_iou" in text and "frequency_weighted_iou" in text
+    assert "mesh: {'data': 1}" in text and '"dtype": "float32"' in text  # bfloat16 on TPU only
+    assert "global batch 2 on 1 device(s): (2, 32, 32, 3) per device" in text
     assert "resumed from step 2, now at step 4" in text
     assert "Dataset oxford_iiit_pet downloaded and prepared" in text  # once, then reused
     assert text.count("Dataset oxford_iiit_pet downloaded and prepared") == 1

@@ -1,9 +1,12 @@
-"""fcnjax.training.runtime: glibc keeps freed memory, so a training loop stops faulting pages in."""
+"""fcnjax.training.runtime: glibc keeps freed memory, so a training loop stops faulting pages in;
+the command line's persistent compilation cache."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,42 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
 def test_the_users_malloc_settings_win():
     assert faults("keep", MALLOC_ARENA_MAX="2")[0] == "False"
     assert faults("keep", FCNJAX_KEEP_FREED_MEMORY="0")[0] == "False"
+
+
+def _train(workdir: Path, cache_root: Path, *flags: str) -> subprocess.CompletedProcess:
+    """The command line in a fresh process, without the test session's JAX cache settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["FCNJAX_CACHE"] = str(cache_root)
+    args = ["train", "--config", "shapes_fcn8s:runlocal", "--workdir", str(workdir), *flags]
+    result = subprocess.run(
+        [sys.executable, "-m", "fcnjax", *args], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Nothing a user cannot act on (grain's notice about jaxlib on Colab's versions, say).
+    assert "warning" not in result.stderr.lower(), result.stderr
+    return result
+
+
+def test_a_second_run_of_a_recipe_loads_every_program_from_the_cache(tmp_path):
+    _train(tmp_path / "first", tmp_path / "cache")
+    cache = tmp_path / "cache" / "xla"  # the default: $FCNJAX_CACHE/xla
+    entries = sorted(p.name for p in cache.iterdir())
+    # Initialisation, the training step and the evaluation step at least.
+    assert len([e for e in entries if e.endswith("-cache")]) >= 3, entries
+    _train(tmp_path / "second", tmp_path / "cache")
+    # Every program of the second run was found: nothing new was compiled and written.
+    assert sorted(p.name for p in cache.iterdir()) == entries
+
+
+def test_the_users_own_jax_cache_is_kept(tmp_path):
+    import jax
+
+    from fcnjax.training import runtime
+
+    mine = jax.config.jax_compilation_cache_dir  # the test session's (tests/conftest.py)
+    assert mine
+    assert runtime.use_compilation_cache(tmp_path / "other") == Path(mine)
+    assert runtime.command_line_cache(str(tmp_path / "other")) == Path(mine)
+    assert runtime.command_line_cache("off") is None  # --compilation-cache off: none at all
+    assert jax.config.jax_compilation_cache_dir == mine
+    assert not (tmp_path / "other").exists()

@@ -11,6 +11,7 @@ and the global batch is the same for any number of processes.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import threading
@@ -18,12 +19,27 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import grain
 import jax
 import numpy as np
 
 from fcnjax.data.core import IGNORE_LABEL, DataError, Example, Source, check_on_error, log
 from fcnjax.data.transforms import EvalTransform, TrainTransform
+
+
+class _NoProfilerNotice(logging.Filter):
+    """grain >= 0.2.16 logs at import, through absl, that its worker profiling needs jaxlib
+    >= 0.11: a feature fcnjax does not use, on Colab's jaxlib 0.7.2, that no user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "worker profiling requires jaxlib" not in record.getMessage()
+
+
+_notice = _NoProfilerNotice()
+logging.getLogger("absl").addFilter(_notice)
+try:
+    import grain  # noqa: E402  (after the filter)
+finally:
+    logging.getLogger("absl").removeFilter(_notice)
 
 
 def _check_args(

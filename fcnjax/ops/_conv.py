@@ -24,6 +24,7 @@ import functools
 import numbers
 
 import jax
+import jax.export  # a submodule jax < 0.8 does not import by itself
 import jax.numpy as jnp
 from jax import lax
 

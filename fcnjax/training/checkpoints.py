@@ -105,8 +105,13 @@ def _disk_full_is_enospc(directory: Path):
 
 
 def _options(keep: int | None, asynchronous: bool, **kw) -> ocp.CheckpointManagerOptions:
+    """The newest ``keep`` checkpoints (all with None), through orbax's preservation policy
+    (``max_to_keep`` is deprecated in its favour)."""
     return ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=asynchronous, create=True, **kw
+        preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+        enable_async_checkpointing=asynchronous,
+        create=True,
+        **kw,
     )
 
 
@@ -135,7 +140,7 @@ class Checkpointer:
         return self.latest.latest_step()
 
     def save(self, step: int, state: Any, iterator: Any, meta: dict) -> None:
-        import grain
+        from fcnjax.data.pipeline import grain  # imported there without its notice
 
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if iterator is not None:
@@ -158,7 +163,7 @@ class Checkpointer:
 
     def restore(self, step: int, target: Any, iterator: Any) -> tuple[Any, dict]:
         """``(state, meta)`` of checkpoint ``step``; ``iterator`` is moved to its position."""
-        import grain
+        from fcnjax.data.pipeline import grain  # imported there without its notice
 
         items = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
         if iterator is not None:

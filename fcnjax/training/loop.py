@@ -1,5 +1,5 @@
 """The training loop: an :class:`~fcnjax.training.experiment.Experiment` trained in a
-workdir, on one CPU, a TPU v2-8 or a pod.
+workdir, on one CPU, a TPU chip or a pod.
 
 :func:`train` places the run on the devices (:mod:`fcnjax.training.parallel`: ``jit`` over
 a Mesh of every device, or ``pmap``), runs the jitted, donated steps of

@@ -1,6 +1,7 @@
 """Process settings for a training run: JAX's multi-host start (:func:`initialize_distributed`),
-SIGINT/SIGTERM caught so that a run saves before it stops (:class:`Signals`), and the
-memory allocator on the CPU (:func:`keep_freed_memory`).
+SIGINT/SIGTERM caught so that a run saves before it stops (:class:`Signals`), the
+memory allocator on the CPU (:func:`keep_freed_memory`) and JAX's persistent compilation
+cache (:func:`use_compilation_cache`).
 
 
 XLA:CPU, the input pipeline and NumPy allocate and free the same large buffers at every
@@ -30,6 +31,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,10 +39,12 @@ import numpy as np
 
 __all__ = [
     "Signals",
+    "command_line_cache",
     "initialize_distributed",
     "keep_freed_memory",
     "signal_name",
     "stop_requested",
+    "use_compilation_cache",
 ]
 
 log = logging.getLogger("fcnjax.training.runtime")
@@ -77,6 +81,46 @@ def keep_freed_memory() -> bool:
     done = all(mallopt(param, value) == 1 for param, value in _SETTINGS)
     log.debug("glibc malloc keeps freed memory: %s", done)
     return done
+
+
+def use_compilation_cache(directory: str | os.PathLike[str] | None) -> Path | None:
+    """JAX's persistent compilation cache in ``directory``; returns the folder in use.
+
+    A second run of the same program (the same recipe, devices, JAX version and XLA flags:
+    all are in the cache's keys) then loads its compiled steps instead of compiling them.
+    ``None`` turns it off. A cache the user gave JAX itself (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config``) is kept. Every program is cached, not only those over JAX's default of
+    1 s of compiling (unless ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise):
+    the evaluation step and the initialisation compile in about a second each on a CPU.
+    Must run before the first compilation (JAX sets its cache up then, once).
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    if directory is None:
+        return None
+    path = Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+def command_line_cache(choice: str | None) -> Path | None:
+    """The command line's ``--compilation-cache``: a folder, ``"off"``, or ``None`` for the
+    default ``$FCNJAX_CACHE/xla`` (``~/.cache/fcnjax/xla``), skipped with a warning where it
+    cannot be made (a read-only home: the run compiles as always)."""
+    from fcnjax.weights import default_cache_dir
+
+    if choice == "off":
+        return None
+    try:
+        return use_compilation_cache(choice or default_cache_dir() / "xla")
+    except OSError as e:
+        if choice:  # the user's folder: refused by name
+            raise
+        log.warning("no compilation cache (%s)", e)
+        return None
 
 
 def initialize_distributed(config: Mapping[str, Any] | None = None) -> None:
