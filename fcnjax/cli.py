@@ -280,7 +280,7 @@ def _explain(error: BaseException) -> tuple[int | None, str]:
 
 
 def _run(args, overrides: list[str]) -> int:
-    if args.command in ("train", "evaluate", "predict", "export"):
+    if hasattr(args, "compilation_cache"):  # the commands that compile (_parser gives them it)
         from fcnjax.training import runtime
 
         runtime.command_line_cache(args.compilation_cache)

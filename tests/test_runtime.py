@@ -80,6 +80,22 @@ def test_a_second_run_of_a_recipe_loads_every_program_from_the_cache(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == entries
 
 
+def test_a_cache_folder_that_cannot_be_made_is_named(tmp_path):
+    (tmp_path / "file").touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    bad = str(tmp_path / "file" / "xla")
+    args = ["train", "--config", "shapes_fcn8s:runlocal", "--workdir", str(tmp_path / "w")]
+    result = subprocess.run(
+        [sys.executable, "-m", "fcnjax", *args, "--compilation-cache", bad],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--compilation-cache {bad}: cannot make it" in result.stderr
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
 def test_the_users_own_jax_cache_is_kept(tmp_path):
     import jax
 

@@ -118,7 +118,7 @@ def command_line_cache(choice: str | None) -> Path | None:
         return use_compilation_cache(choice or default_cache_dir() / "xla")
     except OSError as e:
         if choice:  # the user's folder: refused by name
-            raise
+            raise ValueError(f"--compilation-cache {choice}: cannot make it ({e})") from e
         log.warning("no compilation cache (%s)", e)
         return None
 
