@@ -262,8 +262,7 @@ def fcn8s_breakdown(step: JaxStep):
 
     def loss(params, rng):
         out = state.apply_fn({"params": params}, batch["image"], train=True, rngs={"dropout": rng})
-        total, norm = task.loss_sums(out, batch)
-        return total / jnp.maximum(norm, 1e-12)
+        return task.loss(task.loss_sums(out, batch))
 
     rng = jax.random.key(1)
     fwd = jax.jit(loss)

@@ -58,15 +58,13 @@ def default_config() -> ConfigDict:
     c.inference.batch = 4  # window positions per network call
     c.inference.flip = False  # TTA: the mirrored image too, probabilities averaged
     c.inference.scales = (1.0,)  # TTA: image scales, probabilities averaged
+    c.inference.threshold = 0.5  # one-output (binary) networks: label 1 where sigmoid > it
     c.num_steps = placeholder(int)  # training steps; or
     c.num_epochs = placeholder(int)  # passes over the training source (one must be set)
 
     c.optimizer = ConfigDict(dict(optim.DEFAULTS))  # see fcnjax.training.optim.DEFAULTS
     c.optimizer.grad_clip_norm = placeholder(float)  # None: no clipping
-    c.loss = ConfigDict()
-    c.loss.reduction = "mean"  # mean over counted pixels | sum (the FCN reference)
-    c.loss.class_weights = placeholder((str, tuple))  # None | "median_frequency" | K weights
-    c.loss.ignore_label = 255
+    c.loss = _loss_section()
 
     c.parallel = "jit"  # jit (NamedSharding over a Mesh) | pmap
     c.distributed = ConfigDict()
@@ -90,3 +88,32 @@ def default_config() -> ConfigDict:
     c.outputs.latent_points = 500  # autoencoder: points in latent.png
     c.outputs.decode_point = (2.0, -4.0)  # autoencoder: latent point decoded to decoded.png
     return c
+
+
+def _loss_section() -> ConfigDict:
+    """The ``loss`` section: its terms (:mod:`fcnjax.losses`) and each term's options."""
+    loss = ConfigDict()
+    # The sum of terms: "cross_entropy + dice", "focal + 0.5*lovasz" or ((name, weight), ...);
+    # the losses: cross_entropy, focal, dice, jaccard, tversky, lovasz (fcnjax.losses).
+    loss.terms = ml_collections.FieldReference("cross_entropy", field_type=(str, tuple))
+    loss.mode = "auto"  # auto (binary when model.num_classes is 1) | multiclass | binary
+    # cross-entropy: mean over counted pixels | sum (FCN reference; evaluated: the split's sum)
+    loss.reduction = "mean"
+    # None | "median_frequency" | one weight per class (binary: background, foreground);
+    # they weigh cross_entropy's pixels and the class mean of dice, jaccard and tversky.
+    loss.class_weights = placeholder((str, tuple))
+    loss.ignore_label = 255
+
+    def region(**more):  # classes: "present" (in the batch's truth) | "all" | (indices)
+        classes = ml_collections.FieldReference("present", field_type=(str, tuple))
+        return ConfigDict(dict(smooth=0.0, eps=1e-7, log_loss=False, classes=classes, **more))
+
+    loss.dice = region()  # smooth: added to numerator and denominator (smp's convention)
+    loss.jaccard = region()
+    # alpha weighs false positives, beta false negatives; gamma: focal Tversky (mean ** gamma).
+    loss.tversky = region(alpha=0.5, beta=0.5, gamma=1.0)
+    # alpha: None | one weight per class | binary: the foreground's weight in [0, 1].
+    loss.focal = ConfigDict(dict(gamma=2.0, alpha=placeholder((float, tuple))))
+    lovasz_classes = ml_collections.FieldReference("present", field_type=(str, tuple))
+    loss.lovasz = ConfigDict(dict(per_image=False, classes=lovasz_classes))  # binary: hinge
+    return loss

@@ -72,9 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcnjax", description=DESCRIPTION, epilog=EPILOG, formatter_class=raw
     )
-    parser.add_argument(
-        "--verbose", action="store_true", help="with an error, also print its traceback"
-    )
+    parser.add_argument("--verbose", action="store_true", help="also print an error's traceback")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, text: str, **kwargs) -> argparse.ArgumentParser:
@@ -117,17 +115,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--output", required=True, help="the file to write")
-    parser.add_argument("--format", default="stablehlo", help="stablehlo (default) or onnx")
-    parser.add_argument("--size", default=None, help="HxW (default: the run's example size)")
-    parser.add_argument(
-        "--dynamic", action="store_true", help="symbolic height and width, where the network allows"
-    )
-    parser.add_argument("--platforms", default="cpu", help="StableHLO: some of cpu,cuda,rocm,tpu")
-    parser.add_argument("--probabilities", action="store_true", help="also the softmax outputs")
-    parser.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add = parser.add_argument
+    add("--workdir", required=True)
+    add("--output", required=True, help="the file to write")
+    add("--format", default="stablehlo", help="stablehlo (default) or onnx")
+    add("--size", default=None, help="HxW (default: the run's example size)")
+    add("--dynamic", action="store_true", help="symbolic height and width, if the network allows")
+    add("--platforms", default="cpu", help="StableHLO: some of cpu,cuda,rocm,tpu")
+    add("--probabilities", action="store_true", help="also the probabilities (softmax or sigmoid)")
+    add("--threshold", type=float, metavar="P", help="one output: label 1 where sigmoid > P")
+    add("--checkpoint", default="latest", choices=("latest", "best"))
+    add("--overwrite", action="store_true", help="replace an existing --output")
 
 
 def _inference_flags(parser: argparse.ArgumentParser) -> None:
@@ -140,13 +138,14 @@ def _inference_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--window-batch", type=_positive_int, help="windows per network call")
     g.add_argument("--tta", choices=("none", "flip"), help="flip: average with the mirror image")
     g.add_argument("--scales", type=_scales, metavar="S,S,...", help="TTA scales, e.g. 0.75,1,1.25")
+    g.add_argument("--threshold", type=float, metavar="P", help="one output: 1 where sigmoid > P")
 
 
 def _inference_options(args: argparse.Namespace) -> dict:
     names = {"slide": "window", "stride": "stride", "blend": "blend", "window_batch": "batch"}
     options = {key: getattr(args, flag) for flag, key in names.items()}
-    options["flip"] = None if args.tta is None else args.tta == "flip"
-    options["scales"] = args.scales
+    flip = None if args.tta is None else args.tta == "flip"
+    options.update(flip=flip, scales=args.scales, threshold=args.threshold)
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -383,6 +382,7 @@ def _export(args) -> int:
         dynamic=args.dynamic,
         platforms=args.platforms,
         probabilities=args.probabilities,
+        threshold=args.threshold,
         checkpoint=args.checkpoint,
         overwrite=args.overwrite,
     )

@@ -13,7 +13,11 @@ Its outputs:
 
 - segmentation: ``labels``, ``int32 (B, H, W)``, the class of every pixel (the argmax of
   the logits, as :class:`fcnjax.predict.Predictor`); with ``probabilities=True`` also
-  ``probabilities``, ``float32 (B, H, W, K)``, the softmax of the logits;
+  ``probabilities``, ``float32 (B, H, W, K)``, the softmax of the logits. A network with one
+  output (binary segmentation): ``labels`` 1 where the sigmoid of its score exceeds the
+  run's ``inference.threshold`` (or ``threshold=``), baked into the graph, else 0; and
+  ``probabilities``, ``float32 (B, H, W, 1)``, the sigmoid: the foreground's probability
+  (:func:`fcnjax.inference.labels_from_scores`, :func:`~fcnjax.inference.probabilities`);
 - the autoencoder (``task="autoencoder"``, ``cae_mnist``): ``reconstruction``,
   ``float32 (B, H, W, C)``, the decoded image in the network's normalised space (for
   ``input.normalization="unit"``, ``[0, 1]``, not clipped). There are no classes:
@@ -44,10 +48,11 @@ by jax2onnx at opset 17 (:data:`fcnjax.export_onnx.ONNX_OPSET`), one self-contai
 (weights inside), input ``image`` with batch dimension ``B``, outputs named as above.
 Before the file is written, ONNX Runtime runs it on a fixed random batch and its results
 are compared with JAX's (the probabilities or reconstruction to 1e-4, the labels wherever
-two classes are not within 1e-4 of each other); a mismatch, or a primitive jax2onnx cannot
-convert, is a ValueError naming it, and nothing is written. The file's ``metadata_props``
-record the task, the class names, the normalisation, the checkpoint's step and the input
-and output layout (``fcnjax.*`` keys). Running it needs only onnxruntime::
+two classes, or a one-output network's probability and its threshold, are not within
+1e-4); a mismatch, or a primitive jax2onnx cannot convert, is a ValueError naming it, and
+nothing is written. The file's ``metadata_props`` record the task, the class names, the
+normalisation, the checkpoint's step, the input and output layout and a one-output
+network's threshold (``fcnjax.*`` keys). Running it needs only onnxruntime::
 
     import numpy as np, onnxruntime as ort
     session = ort.InferenceSession("shapes.onnx")
@@ -81,8 +86,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcnjax import export_onnx
+from fcnjax import inference as inference_lib
 from fcnjax.data.transforms import Preprocessing, normalize
-from fcnjax.inference import DEFAULTS as INFERENCE_DEFAULTS
 from fcnjax.predict import Predictor, load
 from fcnjax.training import workdir as workdir_lib
 
@@ -99,7 +104,6 @@ __all__ = [
 
 FORMATS = ("stablehlo", "onnx")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # jax.export's platform names
-_CHECK_TOLERANCE = 1e-4  # ONNX Runtime against JAX: probabilities and reconstructions
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -124,9 +128,11 @@ def serving_function(
     """The exported computation: ``uint8 (B, H, W, C)`` images -> the model's answer.
 
     Segmentation: ``int32 (B, H, W)`` labels, or with ``probabilities`` the pair
-    ``(labels, float32 (B, H, W, K) softmax)``. The autoencoder: its ``float32
-    (B, H, W, C)`` reconstruction. Normalisation, parameters (closed over, so constants of
-    an exported graph) and inference mode are inside; nothing outside JAX is called.
+    ``(labels, float32 (B, H, W, K) softmax)``; a one-output network's labels are 0/1 by
+    ``predictor.inference["threshold"]`` (a constant of the graph) and its probabilities
+    the sigmoid, ``(B, H, W, 1)``. The autoencoder: its ``float32 (B, H, W, C)``
+    reconstruction. Normalisation, parameters (closed over, so constants of an exported
+    graph) and inference mode are inside; nothing outside JAX is called.
 
     Raises:
       ValueError: ``probabilities`` for the autoencoder.
@@ -134,6 +140,7 @@ def serving_function(
     model, variables = predictor.run.model, predictor.variables
     normalization: str | Preprocessing = predictor.run.eval_transform.normalization
     autoencoder = _is_autoencoder(predictor)
+    threshold = predictor.inference["threshold"]
     if autoencoder and probabilities:
         raise ValueError(
             f"{predictor.workdir} holds an autoencoder: it has no classes, so no "
@@ -149,8 +156,8 @@ def serving_function(
             return out
         if out.shape[1:3] != images.shape[1:3]:  # as Predictor: the scores at the image's size
             out = jax.image.resize(out, (*images.shape[:3], out.shape[-1]), "bilinear")
-        labels = jnp.argmax(out, axis=-1).astype(jnp.int32)
-        return (labels, jax.nn.softmax(out, axis=-1)) if probabilities else labels
+        labels = inference_lib.labels_from_scores(out, threshold)
+        return (labels, inference_lib.probabilities(out)) if probabilities else labels
 
     return serve
 
@@ -205,6 +212,7 @@ def export(
     dynamic: bool = False,
     platforms: Sequence[str] | str = ("cpu",),
     probabilities: bool = False,
+    threshold: float | None = None,
     checkpoint: str = "latest",
     overwrite: bool = False,
 ) -> Path:
@@ -218,14 +226,17 @@ def export(
       size: the images' ``(H, W)`` (or ``"HxW"``); default: the run's example size.
       dynamic: symbolic height and width, where the network allows it.
       platforms: StableHLO's target platforms (``"cpu,cuda"`` or a sequence); ONNX: unused.
-      probabilities: also output the softmax probabilities (segmentation only).
+      probabilities: also output the probabilities (segmentation only): the softmax, or a
+        one-output network's sigmoid.
+      threshold: a one-output network's labels are 1 where its sigmoid exceeds it, in
+        ``(0, 1)``; default: the run's ``inference.threshold``. Unused by other networks.
       checkpoint: ``"latest"`` or ``"best"``.
       overwrite: replace an existing ``output``.
 
     Raises:
-      ValueError: an unknown format or platform, a bad size, a network that cannot take
-        the size (or symbolic sizes), probabilities of an autoencoder, a primitive without
-        an ONNX form, or an ONNX file whose results differ from JAX's.
+      ValueError: an unknown format or platform, a bad size or threshold, a network that
+        cannot take the size (or symbolic sizes), probabilities of an autoencoder, a
+        primitive without an ONNX form, or an ONNX file whose results differ from JAX's.
       FileExistsError: ``output`` exists and ``overwrite`` is False.
       IsADirectoryError: ``output`` is a directory.
       FileNotFoundError, CheckpointError: as :func:`fcnjax.predict.load`.
@@ -235,12 +246,15 @@ def export(
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}.")
     targets = _platforms(platforms)
     size = _size_argument(size, dynamic)
+    chosen = {} if threshold is None else {"threshold": threshold}
+    inference_lib.check_options(chosen)  # names `inference.threshold`, before loading
     output = Path(output)
     _check_output(output, overwrite)  # before minutes of loading and tracing
     if format == "onnx":
         export_onnx.import_onnx()  # before loading: the missing extra named at once
-    predictor = load(workdir, checkpoint)
-    if predictor.inference != INFERENCE_DEFAULTS:
+    predictor = load(workdir, checkpoint, inference=chosen)
+    defaults = inference_lib.DEFAULTS
+    if {**predictor.inference, "threshold": defaults["threshold"]} != defaults:
         log.warning(
             "%s: the exported graph scores whole images; the config's inference options "
             "(sliding windows, test-time augmentation) are not in it.",
@@ -330,31 +344,15 @@ def _onnx(fn, spec, predictor: Predictor, probabilities: bool, dynamic: bool, si
     images = rng.integers(0, 256, (2, h, w, predictor.channels), dtype=np.uint8)
     got = export_onnx.run(data, images, what)
     if autoencoder:
-        _close("reconstruction", got[0], jax.jit(fn)(images), what)
+        export_onnx.check_close("reconstruction", got[0], jax.jit(fn)(images), what)
         return data
     labels, probs = map(
         np.asarray, jax.jit(serving_function(predictor, probabilities=True))(images)
     )
     if probabilities:
-        _close("probabilities", got[1], probs, what)
-    top2 = np.sort(probs, axis=-1)[..., -2:]
-    clear = top2[..., -1] - top2[..., 0] > _CHECK_TOLERANCE if probs.shape[-1] > 1 else True
-    wrong = int(((got[0] != labels) & clear).sum())
-    if wrong:
-        raise ValueError(
-            f"the ONNX form of {what} gives other labels than JAX on {wrong} of {labels.size} "
-            "pixels of a test batch: not written."
-        )
+        export_onnx.check_close("probabilities", got[1], probs, what)
+    export_onnx.check_labels(got[0], labels, probs, predictor.inference["threshold"], what)
     return data
-
-
-def _close(name: str, got, want, what: str) -> None:
-    error = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want))))
-    if not error <= _CHECK_TOLERANCE:  # NaN too
-        raise ValueError(
-            f"the ONNX form of {what} gives {name} {error:.3g} away from JAX's on a test "
-            f"batch (tolerance {_CHECK_TOLERANCE}): not written."
-        )
 
 
 def _metadata(predictor: Predictor, names: list[str], spec) -> dict[str, str]:
@@ -362,12 +360,14 @@ def _metadata(predictor: Predictor, names: list[str], spec) -> dict[str, str]:
     normalization = predictor.run.eval_transform.normalization
     if isinstance(normalization, Preprocessing):
         normalization = json.dumps(dataclasses.asdict(normalization))
-    dims = [str(d) for d in spec.shape]
-    outputs = {
-        "labels": f"int32 [{', '.join(dims[:3])}]",
-        "probabilities": f"float32 [{', '.join(dims[:3])}, {predictor.num_classes}]",
+    dims, k = [str(d) for d in spec.shape], predictor.num_classes
+    pixels, threshold = ", ".join(dims[:3]), predictor.inference["threshold"]
+    outputs = {  # a one-output network's: 0/1 by the threshold, the foreground's sigmoid
+        "labels": f"int32 [{pixels}]" + f", 1 where sigmoid > {threshold!r}" * (k == 1),
+        "probabilities": f"float32 [{pixels}, {k}], " + ("sigmoid" if k == 1 else "softmax"),
         "reconstruction": f"float32 [{', '.join(dims)}]",
     }
+    binary = {"fcnjax.threshold": repr(threshold)} if k == 1 else {}
     return {
         "fcnjax.task": "autoencoder" if _is_autoencoder(predictor) else "segmentation",
         "fcnjax.model": str(predictor.config.model.name),
@@ -376,6 +376,7 @@ def _metadata(predictor: Predictor, names: list[str], spec) -> dict[str, str]:
         "fcnjax.outputs": json.dumps({n: outputs[n] for n in names}),
         "fcnjax.normalization": str(normalization),
         "fcnjax.class_names": json.dumps(list(predictor.run.class_names or [])),
+        **binary,
     }
 
 

@@ -4,6 +4,7 @@ The conversion behind ``fcnjax.export.export(..., format="onnx")``, which docume
 graph; here is how jax2onnx is driven. :func:`convert` gives jax2onnx (opset
 :data:`ONNX_OPSET`) a program it translates correctly, :func:`run` runs the bytes in ONNX
 Runtime; both turn the converters' and the runtime's failures into one-line ValueErrors.
+:func:`check_close` and :func:`check_labels` hold ONNX Runtime's answers to JAX's.
 
 jax2onnx 0.17.1 mistranslates four things fcnjax's networks hold: ``lax.pad``,
 ``lax.clamp`` and integer ``lax.rem`` whose shapes hold a symbolic dimension (the batch) fail
@@ -31,12 +32,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["EXTRA", "ONNX_OPSET", "convert", "import_onnx", "onnx_ready", "run"]
+__all__ = [
+    "CHECK_TOLERANCE",
+    "EXTRA",
+    "ONNX_OPSET",
+    "check_close",
+    "check_labels",
+    "convert",
+    "import_onnx",
+    "onnx_ready",
+    "run",
+]
 
 # ONNX Runtime >= 1.16 and TensorRT 10 run opset 17; every operator these graphs use
 # (Conv, Pad, Slice, Concat, Reshape, ArgMax, Exp, ...) has its current form there.
 ONNX_OPSET = 17
 EXTRA = 'pip install "fcnjax[onnx]"'
+CHECK_TOLERANCE = 1e-4  # ONNX Runtime against JAX: probabilities and reconstructions
 
 
 def import_onnx():
@@ -117,6 +129,41 @@ def run(data: bytes, images: np.ndarray, what: str) -> list[np.ndarray]:
             f"ONNX Runtime cannot run the ONNX form of {what}: {first_line(e)}. Export "
             "StableHLO instead (--format stablehlo)."
         ) from e
+
+
+def check_close(name: str, got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """Raises a ValueError naming ``name`` and ``what`` unless ONNX Runtime's ``got`` is
+    within :data:`CHECK_TOLERANCE` of JAX's ``want`` everywhere (a NaN is not)."""
+    error = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want))))
+    if not error <= CHECK_TOLERANCE:  # NaN too
+        raise ValueError(
+            f"the ONNX form of {what} gives {name} {error:.3g} away from JAX's on a test "
+            f"batch (tolerance {CHECK_TOLERANCE}): not written."
+        )
+
+
+def check_labels(
+    got: np.ndarray, labels: np.ndarray, probs: np.ndarray, threshold: float, what: str
+) -> None:
+    """Raises a ValueError unless ONNX Runtime's labels ``got`` are JAX's ``labels``
+    wherever float rounding cannot decide them: where the two best of ``probs`` (``(...,
+    K)``) are more than :data:`CHECK_TOLERANCE` apart; for one output (``K = 1``) where the
+    probability is more than that away from ``threshold``.
+
+    >>> probs = np.array([[0.3], [0.50001], [0.9]])
+    >>> check_labels(np.array([0, 0, 1]), np.array([0, 1, 1]), probs, 0.5, "a model")
+    """
+    if probs.shape[-1] == 1:
+        clear = np.abs(probs[..., 0] - threshold) > CHECK_TOLERANCE
+    else:
+        top2 = np.sort(probs, axis=-1)[..., -2:]
+        clear = top2[..., -1] - top2[..., 0] > CHECK_TOLERANCE
+    wrong = int(((np.asarray(got) != labels) & clear).sum())
+    if wrong:
+        raise ValueError(
+            f"the ONNX form of {what} gives other labels than JAX on {wrong} of {labels.size} "
+            "pixels of a test batch: not written."
+        )
 
 
 _INLINED = {

@@ -15,8 +15,11 @@ centred padding of images smaller than the window this follows exactly).
 - :func:`slide_host` cuts the windows on the host and accumulates there: one compiled call
   of a fixed shape (``window_fn``) serves every image size, and device memory is bounded by
   the window batch, not the image (:mod:`fcnjax.predict` uses it).
-- :func:`augment` averages softmax probabilities over flips and scales at the input
-  resolution (mmsegmentation's ``aug_test``: resize, predict, resize the scores back).
+- :func:`augment` averages probabilities over flips and scales at the input resolution
+  (mmsegmentation's ``aug_test``: resize, predict, resize the scores back).
+- :func:`probabilities` and :func:`labels_from_scores` read scores: softmax and argmax for
+  ``K >= 2`` classes; for a one-output (binary) network the sigmoid, the foreground's
+  probability, and ``sigmoid > threshold`` (:mod:`fcnjax.inference_scores`).
 
 >>> import jax.numpy as jnp
 >>> window_starts(10, 4, 3)  # the last window ends at the border
@@ -39,6 +42,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fcnjax.inference_scores import (
+    check_threshold,
+    labels_from_scores,
+    probabilities,
+    scores_from_probabilities,
+)
 from fcnjax.ops import per_dim
 
 __all__ = [
@@ -47,7 +56,11 @@ __all__ = [
     "augment",
     "blend_weights",
     "check_options",
+    "check_threshold",
+    "labels_from_scores",
+    "probabilities",
     "scores_fn",
+    "scores_from_probabilities",
     "slide",
     "slide_host",
     "window_starts",
@@ -62,6 +75,7 @@ DEFAULTS = {
     "batch": 4,
     "flip": False,
     "scales": (1.0,),
+    "threshold": 0.5,  # one-output networks: label 1 where sigmoid(score) > threshold
 }
 
 
@@ -271,12 +285,13 @@ def augment(
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
 ) -> jax.Array:
-    """Test-time augmentation: softmax probabilities averaged over horizontal flips and
-    ``scales``, at the input resolution: ``(N, H, W, C) -> float32 (N, H, W, K)``.
+    """Test-time augmentation: probabilities averaged over horizontal flips and ``scales``,
+    at the input resolution: ``(N, H, W, C) -> float32 (N, H, W, K)``.
 
     For each scale the images are resized (bilinearly) to ``round(scale * size)``, scored by
     ``scores_fn`` (``(N, h, w, C) -> (N, h, w, K)`` logits: the network, or :func:`slide`
-    around it), the scores resized back to ``(H, W)`` and turned into probabilities; with
+    around it), the scores resized back to ``(H, W)`` and turned into probabilities
+    (:func:`probabilities`: the softmax; for ``K = 1`` the sigmoid, the foreground's); with
     ``flip`` also for the mirrored images, mirrored back. mmsegmentation's ``aug_test``.
 
     >>> import jax.numpy as jnp
@@ -301,7 +316,7 @@ def augment(
                 logits = logits[:, :, ::-1]
             if logits.shape[1:3] != (h, w):
                 logits = jax.image.resize(logits, (n, h, w, logits.shape[-1]), "bilinear")
-            probs = jax.nn.softmax(logits, axis=-1)
+            probs = probabilities(logits)
             total = probs if total is None else total + probs
     return total / (len(scales) * (2 if flip else 1))
 
@@ -342,6 +357,7 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if not scales or not all(_positive(s) for s in scales):
         raise ValueError(f"`inference.scales` must be positive numbers; got {out['scales']!r}.")
     out["scales"] = tuple(float(s) for s in scales)
+    out["threshold"] = check_threshold(out["threshold"], "inference.threshold")
     return out
 
 
@@ -353,9 +369,12 @@ def scores_fn(
     apply_fn: Callable[[jax.Array], jax.Array], options: Mapping[str, Any] | None = None
 ) -> Callable[[jax.Array], jax.Array]:
     """``apply_fn`` (images -> logits) with the ``options`` of a config's ``inference``
-    section: :func:`slide` when ``window`` is set, :func:`augment` (returning the log of the
-    averaged probabilities, so that argmax and softmax read them as logits) when ``flip``
-    or ``scales`` ask for it; ``apply_fn`` itself when neither. Pure: runs under ``jit``.
+    section: :func:`slide` when ``window`` is set, :func:`augment` when ``flip`` or
+    ``scales`` ask for it, returning :func:`scores_from_probabilities` of the averaged
+    probabilities (their log; for one output the log-odds), so that
+    :func:`labels_from_scores` and :func:`probabilities` read them as logits; ``apply_fn``
+    itself when neither. ``threshold`` is not used here: it is the labels' (pass
+    ``options["threshold"]`` to :func:`labels_from_scores`). Pure: runs under ``jit``.
     """
     o = check_options(options or {})
     fn = apply_fn
@@ -370,10 +389,9 @@ def scores_fn(
         )
     if o["flip"] or o["scales"] != (1.0,):
         windows = fn
-        tiny = np.finfo(np.float32).tiny
 
         def fn(images):
             probs = augment(windows, images, flip=o["flip"], scales=o["scales"])
-            return jnp.log(jnp.maximum(probs, tiny))
+            return scores_from_probabilities(probs)
 
     return fn

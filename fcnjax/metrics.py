@@ -122,15 +122,18 @@ def segmentation_metrics(cm: ArrayLike, class_names: Sequence[str] | None = None
     - ``mean_accuracy``: ``(1/n_cl) sum_i n_ii / t_i``;
     - ``mean_iou``: ``(1/n_cl) sum_i n_ii / (t_i + sum_j n_ji - n_ii)``;
     - ``frequency_weighted_iou``: ``(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)``;
-    - ``per_class_iou``, ``per_class_accuracy``: ``n_ii / (t_i + sum_j n_ji - n_ii)`` and
-      ``n_ii / t_i`` per class, a dict keyed by ``class_names`` or a list.
+    - ``mean_dice``: ``(1/n_cl) sum_i 2 n_ii / (t_i + sum_j n_ji)``, the mean F1 score (a
+      class's Dice is ``2 IoU / (1 + IoU)``);
+    - ``per_class_iou``, ``per_class_dice``, ``per_class_accuracy``: ``n_ii / (t_i + sum_j
+      n_ji - n_ii)``, ``2 n_ii / (t_i + sum_j n_ji)`` and ``n_ii / t_i`` per class, a dict
+      keyed by ``class_names`` or a list.
 
     Absent classes follow the FCN reference's ``score.py`` (``np.nanmean``): a class that
     is neither in the ground truth nor predicted has IoU NaN and is left out of
     ``mean_iou`` (``n_cl`` counts the classes in ground truth or predictions; one only
-    predicted has IoU 0 and counts). A class absent from the ground truth has accuracy
-    ``0/0`` = NaN and is left out of ``mean_accuracy`` (there ``n_cl`` counts the classes
-    in the ground truth). An all-zero matrix gives NaN everywhere.
+    predicted has IoU 0 and counts); Dice likewise. A class absent from the ground truth
+    has accuracy ``0/0`` = NaN and is left out of ``mean_accuracy`` (there ``n_cl`` counts
+    the classes in the ground truth). An all-zero matrix gives NaN everywhere.
 
     Args:
       cm: ``[K, K]`` non-negative counts, rows the ground truth (:func:`confusion_matrix`,
@@ -143,6 +146,8 @@ def segmentation_metrics(cm: ArrayLike, class_names: Sequence[str] | None = None
     >>> m = segmentation_metrics([[3, 1], [2, 4]], ["bg", "cat"])
     >>> m["pixel_accuracy"], m["per_class_iou"]  # 7/10; IoU 3/6 and 4/7
     (0.7, {'bg': 0.5, 'cat': 0.5714285714285714})
+    >>> m["per_class_dice"]  # 2*3/(4+5) and 2*4/(6+5)
+    {'bg': 0.6666666666666666, 'cat': 0.7272727272727273}
 
     References:
       Long, Shelhamer & Darrell, "Fully Convolutional Networks for Semantic Segmentation",
@@ -169,6 +174,7 @@ def segmentation_metrics(cm: ArrayLike, class_names: Sequence[str] | None = None
     with np.errstate(divide="ignore", invalid="ignore"):
         acc = np.where(in_truth, hit / truth, np.nan)
         iou = np.where(in_union, hit / union, np.nan)
+        dice = np.where(in_union, 2 * hit / (union + hit), np.nan)
         total = truth.sum()
         pixel_accuracy = float(hit.sum() / total) if total > 0 else float("nan")
         fw_iou = float((truth[in_truth] * iou[in_truth]).sum() / total) if total > 0 else np.nan
@@ -182,7 +188,9 @@ def segmentation_metrics(cm: ArrayLike, class_names: Sequence[str] | None = None
         "mean_accuracy": _mean_over(acc, in_truth),
         "mean_iou": _mean_over(iou, in_union),
         "frequency_weighted_iou": float(fw_iou),
+        "mean_dice": _mean_over(dice, in_union),
         "per_class_iou": per_class(iou),
+        "per_class_dice": per_class(dice),
         "per_class_accuracy": per_class(acc),
     }
 

@@ -65,8 +65,11 @@ class Predictor:
 
     ``inference`` says how an image is scored (:func:`fcnjax.inference.check_options`):
     sliding windows (``window``, ``stride``, ``blend``, ``batch``: cut and summed on the
-    host, one compiled window batch for every image size) and test-time augmentation
-    (``flip``, ``scales``). ``progress``: a progress bar of an image's windows.
+    host, one compiled window batch for every image size), test-time augmentation
+    (``flip``, ``scales``) and ``threshold``: a network with one output (binary,
+    ``num_classes == 1``) labels a pixel 1 where its sigmoid exceeds it, else 0
+    (:func:`fcnjax.inference.labels_from_scores`). ``progress``: a progress bar of an
+    image's windows.
     """
 
     config: ml_collections.ConfigDict
@@ -87,7 +90,9 @@ class Predictor:
         return int(self.run.example_shape[-1])
 
     def logits(self, image: np.ndarray) -> np.ndarray:
-        """``uint8 (H, W, C)`` -> ``float32 (H, W, K)`` at the image's own size.
+        """``uint8 (H, W, C)`` -> ``float32 (H, W, K)`` at the image's own size: the scores
+        that :func:`fcnjax.inference.probabilities` and ``labels_from_scores`` read (after
+        test-time augmentation, :func:`fcnjax.inference.scores_from_probabilities`).
 
         Raises ValueError unless ``C`` is :attr:`channels` (``(H, W)`` for greyscale too).
         """
@@ -133,10 +138,12 @@ class Predictor:
         if not o["flip"] and o["scales"] == (1.0,):
             return np.asarray(scores(images))
         probs = inference_lib.augment(scores, images, flip=o["flip"], scales=o["scales"])
-        return np.log(np.maximum(np.asarray(probs), np.finfo(np.float32).tiny))
+        return np.asarray(inference_lib.scores_from_probabilities(probs))
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        return self.logits(image).argmax(-1).astype(np.uint8)
+        """``uint8 (H, W)`` labels: the argmax, or for one output 0/1 by the threshold."""
+        labels = inference_lib.labels_from_scores(self.logits(image), self.inference["threshold"])
+        return np.asarray(labels).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=4)
@@ -159,7 +166,7 @@ def load(
 
     Reads only the workdir (``config.json``, ``run_info.json``, the checkpoint): the
     training data need not be there. ``inference`` overrides the config's ``inference``
-    section (sliding windows, flips, scales: :class:`Predictor`).
+    section (sliding windows, flips, scales, a binary network's threshold: :class:`Predictor`).
 
     Raises:
       FileNotFoundError: ``workdir`` or its ``config.json`` does not exist.
@@ -241,12 +248,12 @@ def predict_segmentation(
       workdir: a training workdir (or a :class:`Predictor` from :func:`load`, to reuse).
       inp: an image file or a ``uint8 (H, W, C)`` array.
       out_fname: if given, writes there a palette PNG whose pixel values are the class
-        indices, ``<stem>_color.png`` (RGB), and with ``overlay`` ``<stem>_overlay.png``
-        (the prediction blended on the image).
+        indices (0 and 1 for a one-output network), ``<stem>_color.png`` (RGB), and with
+        ``overlay`` ``<stem>_overlay.png`` (the prediction blended on the image).
       checkpoint: ``"latest"`` or ``"best"``.
       overwrite: replace existing output files (otherwise FileExistsError names them).
-      inference: sliding windows and test-time augmentation (:class:`Predictor`), over the
-        config's ``inference`` section.
+      inference: sliding windows, test-time augmentation and a binary network's
+        ``threshold`` (:class:`Predictor`), over the config's ``inference`` section.
     """
     if out_fname is not None:
         inputs = [] if isinstance(inp, np.ndarray) else [Path(inp)]
@@ -314,7 +321,8 @@ def evaluate_segmentation(
         of the devices.
       inference: overrides of the config's ``inference`` section: sliding windows
         (``window``, ``stride``, ``blend``, ``batch``) and test-time augmentation (``flip``,
-        ``scales``), computed under ``jit`` with the batch sharded over the devices.
+        ``scales``), computed under ``jit`` with the batch sharded over the devices; a
+        one-output network's ``threshold`` (given to the task's evaluation).
       progress: a progress bar of the evaluation's batches.
     """
     config, info, variables, step = _read(workdir, checkpoint)
@@ -322,12 +330,13 @@ def evaluate_segmentation(
     if split is not None:
         eval_data["split"] = split
     eval_data.update(data or {})
+    options = inference_lib.check_options({**config.inference.to_dict(), **(inference or {})})
     with config.ignore_type():
         config.eval_data = ml_collections.ConfigDict(eval_data)
+    config.inference.threshold = options["threshold"]  # the task's evaluation labels by it
     built = experiment.build(config, with_train=False, info=info)  # the split's source only
     run = built.run
     variables = _checked(run, variables, Path(workdir), checkpoint, step)
-    options = inference_lib.check_options({**built.inference, **(inference or {})})
     size = batch_size or config.eval_batch_size or config.batch_size
     size = -(-size // jax.device_count()) * jax.device_count()
     results = evaluate.evaluate(

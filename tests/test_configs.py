@@ -43,6 +43,7 @@ NAMES = (
     "segnet_camvid",
     "fcn_resnet50_voc",
     "resnet50_unet_pets",
+    "resnet50_unet_pets_binary",
     "vgg_unet_catdog",
 )
 SUMMARY_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
@@ -253,6 +254,8 @@ def runs(tmp_path_factory, voc_overrides):
             # The recipe's ImageNet ResNet-50, as a look-alike of torchvision's file.
             path, state = write_torchvision_resnet50(tmp / "resnet50.safetensors")
             return [f"init.backbone_weights={str(path)!r}"], PET_RECORDS * 32 * 32, pets_mock, state
+        if name == "resnet50_unet_pets_binary":  # the trimap's border band is ignored
+            return [], None, pets_mock, None
         if name == "vgg_unet_catdog":
             return *make_catdog(tmp / "coco_vgg"), None, None
         raise KeyError(name)
@@ -337,6 +340,7 @@ def test_config_trains_and_writes_its_outputs(runs, name):
     if config.task == "autoencoder":
         return
     k = config.model.num_classes if "num_classes" in config.model else None
+    k = 2 if k == 1 else k  # one sigmoid output: background and foreground
     cm = np.asarray(metrics["confusion_matrix"])
     assert cm.ndim == 2 and cm.shape[0] == cm.shape[1] and (k is None or cm.shape[0] == k)
     if run["eval_labelled_pixels"] is not None:  # every labelled pixel counted exactly once
@@ -442,6 +446,26 @@ def test_resnet50_unet_pets_starts_from_the_imagenet_resnet50(runs):
     np.testing.assert_allclose(
         p["layer1_0"]["bn1"]["scale"], state["layer1.0.bn1.weight"], atol=1e-4
     )
+
+
+def test_binary_pets_trains_one_sigmoid_output_and_predicts_0_1_masks(runs, tmp_path):
+    from fcnjax import predict
+
+    run = runs("resnet50_unet_pets_binary")
+    wd, metrics = run["workdir"], run["result"]["eval"]
+    head = restored_params(wd)["decoder"]["classifier"]["kernel"]  # the scores
+    assert head.shape[-1] == 1
+    info = json.loads((wd / "run_info.json").read_text())
+    assert info["num_classes"] == 1 and info["class_names"] == ["background", "pet"]
+    assert info["loss_terms"] == [["cross_entropy", 1.0], ["dice", 1.0]]
+    cm = np.asarray(metrics["confusion_matrix"])
+    (tn, fp), (fn, tp) = cm
+    assert metrics["foreground_iou"] == pytest.approx(tp / max(tp + fp + fn, 1))
+    assert metrics["foreground_dice"] == pytest.approx(2 * tp / max(2 * tp + fp + fn, 1))
+    assert metrics["per_class_iou"]["pet"] == pytest.approx(metrics["foreground_iou"])
+    image = np.random.default_rng(0).integers(0, 256, (37, 45, 3), np.uint8)
+    mask = predict.predict_segmentation(wd, image)
+    assert mask.shape == (37, 45) and set(np.unique(mask)) <= {0, 1}
 
 
 def test_segnet_camvid_uses_median_frequency_weights(runs):

@@ -203,11 +203,11 @@ def test_aux_head_only_in_training_and_torchvisions_loss():
     assert set(train_out) == {"out", "aux"} and train_out["aux"].shape == (2, 24, 20, 3)
     mask = jnp.asarray(np.random.default_rng(1).integers(0, 3, (2, 24, 20)), jnp.int32)
     task = tasks.Segmentation(3)
-    total, norm = task.loss_sums(train_out, {"mask": mask})
-    out_total, out_norm = task.loss_sums(train_out["out"], {"mask": mask})
-    aux_total, _ = task.loss_sums(train_out["aux"], {"mask": mask})
-    assert norm == out_norm == 2 * 24 * 20
-    np.testing.assert_allclose(total, out_total + 0.5 * aux_total, rtol=1e-6)
+    loss = task.loss(task.loss_sums(train_out, {"mask": mask}))
+    out_sums = task.loss_sums(train_out["out"], {"mask": mask})
+    aux_loss = task.loss(task.loss_sums(train_out["aux"], {"mask": mask}))
+    assert out_sums["cross_entropy"]["norm"] == 2 * 24 * 20
+    np.testing.assert_allclose(loss, task.loss(out_sums) + 0.5 * aux_loss, rtol=1e-6)
 
 
 TINY = {
@@ -240,8 +240,7 @@ def test_one_training_step(name):
             rngs={"dropout": jax.random.key(2)},
             mutable=["batch_stats"],
         )
-        total, norm = task.loss_sums(out, {"mask": mask})
-        return total / norm, new
+        return task.loss(task.loss_sums(out, {"mask": mask})), new
 
     (value, new), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     assert np.isfinite(float(value))

@@ -422,7 +422,7 @@ def test_onnx_failures_write_nothing(workdirs, tmp_path, monkeypatch):
         export(workdirs("unet"), tmp_path / "x.onnx", format="onnx")
     monkeypatch.setattr(export_lib, "serving_function", serve)
     # ONNX Runtime's answers checked against JAX's before writing (here: any difference).
-    monkeypatch.setattr(export_lib, "_CHECK_TOLERANCE", -1.0)
+    monkeypatch.setattr(export_onnx, "CHECK_TOLERANCE", -1.0)
     with pytest.raises(ValueError, match="gives probabilities .* from JAX's .*: not written"):
         export(workdirs("unet"), tmp_path / "x.onnx", format="onnx", probabilities=True)
     assert list(tmp_path.iterdir()) == []

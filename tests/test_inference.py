@@ -303,6 +303,8 @@ def test_the_trainers_evaluation_uses_the_config_and_evaluate_agrees(tmp_path, c
         (["--slide", "8", "--stride", "9"], "must not exceed `inference.window`"),
         (["--stride", "8"], "`inference.stride` needs `inference.window`"),
         (["--scales", "1,-2"], "--scales: must be positive numbers"),
+        (["--threshold", "1"], "`inference.threshold` must be a number between 0 and 1"),
+        (["--threshold", "half"], "--threshold: invalid float value"),
     ],
 )
 def test_bad_inference_flags_areone_line(trained, photo, tmp_path, extra, words, capsys):
@@ -321,3 +323,107 @@ def test_a_bad_inference_section_is_a_config_error(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "`inference.blend` must be one of" in one_line(err)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading scores: softmax and argmax for K >= 2, the sigmoid and a threshold for one output.
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def test_probabilities_are_the_softmax_or_for_one_output_the_sigmoid():
+    one = np.array([[-2.0], [0.0], [3.0]], np.float32)
+    np.testing.assert_allclose(inference.probabilities(one), _sigmoid(one), rtol=1e-6)
+    assert inference.probabilities(one).shape == (3, 1)
+    many = RNG.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    got = jax.jit(inference.probabilities)(many)
+    np.testing.assert_allclose(got, _softmax(many), rtol=1e-5)
+    # Two classes are not one: the softmax of (0, s) is the sigmoid of s, in the second place.
+    pair = np.stack([np.zeros(3, np.float32), one[:, 0]], -1)
+    np.testing.assert_allclose(inference.probabilities(pair)[:, 1], _sigmoid(one[:, 0]), 1e-6)
+
+
+def test_labels_are_the_argmax_or_for_one_output_the_sigmoid_above_the_threshold():
+    many = np.array([[0.2, 1.5, -1.0], [2.0, 2.0, 0.0]], np.float32)  # a tie: the first
+    for threshold in (0.5, 0.9):  # unused for K >= 2
+        got = inference.labels_from_scores(many, threshold)
+        assert got.dtype == jnp.int32 and got.tolist() == [1, 0]
+    s = np.array([-1.0, 0.0, 1e-6, 1.0, np.inf, -np.inf, np.nan], np.float32)[:, None]
+    assert inference.labels_from_scores(s).tolist() == [0, 0, 1, 1, 1, 0, 0]  # 0.5 itself: 0
+    s = np.array([[-2.0], [-1.3]], np.float32)  # logit(0.2) = -1.386
+    assert inference.labels_from_scores(s, 0.2).tolist() == [0, 1]
+    # Near 0 and 1 the scores decide, where float32's sigmoid has rounded to 0 or 1.
+    s = np.array([[20.0], [30.0]], np.float32)
+    assert float(jax.nn.sigmoid(20.0)) == 1.0
+    assert inference.labels_from_scores(s, 1 - 1e-12).tolist() == [0, 1]  # logit: 27.6
+    assert inference.labels_from_scores(-s, 1e-12).tolist() == [1, 0]
+    # Against float64 NumPy, for many scores and thresholds; under jit, threshold static.
+    scores = RNG.normal(scale=4, size=(4, 6, 5, 1)).astype(np.float32)
+    for t in (0.01, 0.3, 0.5, 0.77, 0.999):
+        want = (_sigmoid(scores[..., 0]) > t).astype(np.int32)
+        fn = jax.jit(inference.labels_from_scores, static_argnames="threshold")
+        np.testing.assert_array_equal(fn(scores, threshold=t), want)
+        closed = jax.jit(functools.partial(inference.labels_from_scores, threshold=t))
+        np.testing.assert_array_equal(closed(scores), want)
+
+
+@pytest.mark.parametrize(
+    "threshold", [0, 1, 0.0, 1.0, -0.1, 1.5, np.nan, np.inf, True, "0.5", None]
+)
+def test_a_threshold_outside_0_1_is_named(threshold):
+    with pytest.raises(ValueError, match=r"`threshold` must be a number between 0 and 1, excl"):
+        inference.labels_from_scores(np.zeros((2, 1)), threshold)
+    with pytest.raises(ValueError, match=r"`inference.threshold` must be a number between 0"):
+        inference.check_options({"threshold": threshold})
+
+
+def test_bad_scores_and_traced_thresholds_are_named():
+    for shape in [(), (3, 0)]:
+        with pytest.raises(ValueError, match=r"`scores` must be \(\.\.\., K\)"):
+            inference.labels_from_scores(np.zeros(shape))
+        with pytest.raises(ValueError, match=r"`scores` must be \(\.\.\., K\)"):
+            inference.probabilities(np.zeros(shape))
+    with pytest.raises(ValueError, match="`threshold` must be a Python number, a constant"):
+        jax.jit(inference.labels_from_scores)(np.zeros((2, 1)), 0.5)
+    assert inference.check_options({})["threshold"] == 0.5
+    assert inference.check_options({"threshold": np.float32(0.25)})["threshold"] == 0.25
+
+
+def test_scores_from_probabilities_are_read_back_as_the_probabilities():
+    p = np.array([[0.0], [1e-6], [0.3], [0.5], [0.9], [1.0]], np.float32)
+    scores = inference.scores_from_probabilities(p)
+    assert bool(jnp.isfinite(scores).all())
+    np.testing.assert_allclose(inference.probabilities(scores), p, atol=1e-6)
+    # 0 and 1 stay on their side of any threshold a float64 can hold below 1.
+    for t in (1e-30, 0.5, 1 - 1e-15):
+        assert inference.labels_from_scores(scores[jnp.array([0, -1])], t).tolist() == [0, 1]
+    many = _softmax(RNG.normal(size=(3, 4, 5)).astype(np.float32))
+    back = inference.scores_from_probabilities(many)
+    np.testing.assert_allclose(inference.probabilities(back), many, atol=1e-6)
+    np.testing.assert_array_equal(inference.labels_from_scores(back), many.argmax(-1))
+
+
+def test_tta_of_a_one_output_network_averages_its_sigmoids():
+    binary = functools.partial(conv, kernel=KERNEL[..., :1], bias=BIAS[:1] * 0.1)
+    images = RNG.normal(size=(2, 12, 16, 3)).astype(np.float32)
+    plain, mirrored = np.asarray(binary(images)), np.asarray(binary(images[:, :, ::-1]))
+    want = (_sigmoid(plain) + _sigmoid(mirrored[:, :, ::-1])) / 2
+    got = inference.augment(binary, images, flip=True)
+    assert got.shape == (2, 12, 16, 1)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # scores_fn gives the log-odds of that average: read back as it, labelled by it.
+    scores = jax.jit(inference.scores_fn(binary, {"flip": True, "threshold": 0.6}))(images)
+    np.testing.assert_allclose(inference.probabilities(scores), want, atol=1e-6)
+    for t in (0.4, 0.5, 0.6):
+        np.testing.assert_array_equal(inference.labels_from_scores(scores, t), want[..., 0] > t)
+
+
+def test_a_threshold_in_a_config_is_checked_and_kept(tmp_path):
+    from fcnjax import config as config_lib
+
+    c = config_lib.load_config(SHAPES, ["inference.threshold=0.3"])
+    assert c.inference.threshold == 0.3
+    with pytest.raises(config_lib.ConfigError, match="`inference.threshold` must be a number"):
+        config_lib.load_config(SHAPES, ["inference.threshold=1.0"])

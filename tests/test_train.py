@@ -218,7 +218,14 @@ def _final_eval(workdir: Path):
 # The runs on several devices or processes have BatchNorm (vgg16_bn), so they equal the one
 # on one device only if the batch statistics are global. SGD, not Adam: a convolution's bias
 # before BatchNorm has a zero gradient, and Adam would blow its rounding noise up to +-lr.
-DEVICES = ("model.backbone=vgg16_bn", "optimizer.name=sgd", "optimizer.learning_rate=0.1")
+# Their loss adds Dice (a ratio of sums over the global batch) and Lovasz-softmax over the
+# whole batch (sorted over every device's pixels) to the cross-entropy.
+DEVICES = (
+    "model.backbone=vgg16_bn",
+    "optimizer.name=sgd",
+    "optimizer.learning_rate=0.1",
+    "loss.terms=cross_entropy+dice+lovasz",
+)
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +345,7 @@ def test_build_from_run_info_needs_neither_data_nor_weights():
         "num_classes": 4,
         "class_names": ["bg", "a", "b", "c"],
         "class_weights": None,
+        "loss_terms": [["cross_entropy", 1.0]],
         "example_shape": [1, 40, 40, 3],
         "preprocessing": dataclasses.asdict(weights.KERAS_CAFFE),
     }

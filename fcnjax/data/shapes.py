@@ -40,6 +40,10 @@ class Shapes(Source):
         as a fraction of ``min(H, W)``.
       cache: keep rendered examples in memory (``H * W * 4`` bytes each), so that later
         epochs cost nothing to draw; per process (grain workers each keep their own).
+      class_scale: each class's size factor (circle, square, triangle), multiplying an
+        object's radius: ``(1, 1, 0.25)`` makes triangles rare in pixels (an imbalanced
+        variant; the stream of images is the same, only the sizes change).
+      binary: masks of 0 (background) and 1 (any shape), for binary segmentation.
 
     >>> src = Shapes(4, size=32)
     >>> ex = src[0]
@@ -64,6 +68,8 @@ class Shapes(Source):
         min_contrast: float = 80.0,
         radius_range: tuple[float, float] = (0.09, 0.2),
         cache: bool = False,
+        class_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        binary: bool = False,
     ):
         if int(num_examples) <= 0:
             raise ValueError(f"`num_examples` must be positive; got {num_examples}.")
@@ -83,6 +89,20 @@ class Shapes(Source):
                 f"`radius_range` must satisfy 0 < low <= high < 0.5; got {radius_range}."
             )
         self.radius_range = (lo, hi)
+        scale = tuple(class_scale) if isinstance(class_scale, (tuple, list)) else ()
+        if len(scale) != 3 or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in scale
+        ):
+            raise ValueError(
+                f"`class_scale` must be 3 numbers in (0, 1] (circle, square, triangle); "
+                f"got {class_scale!r}."
+            )
+        self.class_scale = tuple(float(f) for f in scale)
+        if not isinstance(binary, bool):
+            raise ValueError(f"`binary` must be True or False; got {binary!r}.")
+        self.binary = binary
+        if binary:
+            self.class_names, self.num_classes = ("background", "shape"), 2
         self._cache: dict[int, Example] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -113,7 +133,7 @@ class Shapes(Source):
         radius_range = (self.radius_range[0] * min(h, w), self.radius_range[1] * min(h, w))
         for _ in range(rng.integers(1, self.max_objects + 1)):
             cls = int(rng.integers(1, 4))
-            r = rng.uniform(*radius_range)
+            r = rng.uniform(*radius_range) * self.class_scale[cls - 1]
             cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
             inside = _shape(cls, yy - cy, xx - cx, r, rng.uniform(0, 2 * np.pi))
             # Fill with a texture whose mean colour stands out from the background.
@@ -122,7 +142,7 @@ class Shapes(Source):
                 if np.linalg.norm(params[0] - background_mean) >= self.min_contrast:
                     break
             image[inside] = _render(params, yy[inside], xx[inside])
-            mask[inside] = cls
+            mask[inside] = 1 if self.binary else cls
         image += rng.normal(0, self.noise, image.shape).astype(np.float32)
         return {"image": np.clip(np.rint(image), 0, 255).astype(np.uint8), "mask": mask}
 

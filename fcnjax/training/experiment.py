@@ -176,6 +176,7 @@ def _task(c, reference, train_source, info, needs_loss: bool) -> tasks.Task:
     """The task of ``c["task"]`` (:mod:`fcnjax.training.tasks`), told about the data."""
     if reference is None:  # no source built: the run info describes the data
         data_k, names = info["num_classes"], info["class_names"]
+        data_k = 2 if data_k == 1 else data_k  # a binary network's labels: 0 and 1
     else:
         data_k, names = reference.num_classes, reference.class_names
     context = tasks.Context(
@@ -187,6 +188,7 @@ def _task(c, reference, train_source, info, needs_loss: bool) -> tasks.Task:
         train_source=lambda: (
             train_source if train_source is not None else _unverified_train_source(c)
         ),
+        threshold=c["inference"].get("threshold", 0.5),
     )
     return tasks.make(c["task"], c["loss"], context)
 

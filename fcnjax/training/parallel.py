@@ -17,7 +17,7 @@ ask which one they have:
 >>> step = placement.compile(step)
 >>> batch = placement.shard({"image": np.ones((2, 3, 3, 1), np.float32)})
 >>> sums = placement.fetch(step(placement.place({}), batch))
->>> float(sums["loss_total"]), float(sums["loss_norm"])  # a perfect copy of 18 values
+>>> float(sums["loss"]["total"]), float(sums["loss"]["norm"])  # a perfect copy of 18 values
 (0.0, 18.0)
 """
 

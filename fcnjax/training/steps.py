@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fcnjax.training.tasks import Task
+from fcnjax.training.tasks import Across, Task
 
 __all__ = ["TrainState", "create_train_state", "eval_step", "train_step"]
 
@@ -98,29 +98,31 @@ def train_step(
     """One optimizer step on a batch ``{'image': f[N,H,W,C], 'mask': i32[N,H,W]}``.
 
     Under ``jax.jit`` with the batch sharded, the sums are global and the step equals the
-    single-device one. Under ``pmap``/``shard_map`` pass ``axis_name``: the loss is
-    normalised by the global count and gradients are summed over the axis (BatchNorm
-    statistics are averaged); dropout keys are folded with the device index.
+    single-device one. Under ``pmap``/``shard_map`` pass ``axis_name``: the task's loss
+    sums are combined over the axis (:class:`~fcnjax.training.tasks.Across`), gradients
+    are summed over it (BatchNorm statistics are averaged); dropout keys are folded with
+    the device index.
 
-    Returns the new state and ``{'loss': the objective}`` (a per-pixel mean, or with
-    ``reduction="sum"`` the sum over the global batch).
+    Returns the new state and ``{'loss': the objective}`` over the global batch.
     """
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if axis_name is not None:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     mutable = ["batch_stats"] if state.batch_stats else False
+    across = Across(axis_name)
 
     def objective(params):
         variables = state.variables(params)
         rngs = {"dropout": rng}
         out = state.apply_fn(variables, batch["image"], train=True, rngs=rngs, mutable=mutable)
         outputs, updates = out if mutable else (out, {})
-        total, norm = task.loss_sums(outputs, batch)
-        norm = jax.lax.stop_gradient(_psum(norm, axis_name))
-        return total / jnp.maximum(norm, 1e-12), (total, norm, updates)
+        loss = task.loss(task.loss_sums(outputs, batch, across))  # global, on every device
+        return loss, (loss, updates)
 
-    grads, (total, norm, updates) = jax.grad(objective, has_aux=True)(state.params)
-    grads, total = _psum(grads, axis_name), _psum(total, axis_name)
+    # Under pmap each device's gradient is its own share of the global objective's (see
+    # tasks.Across): their sum is the gradient of one device holding the whole batch.
+    grads, (loss, updates) = jax.grad(objective, has_aux=True)(state.params)
+    grads = _psum(grads, axis_name)
     batch_stats = updates.get("batch_stats", state.batch_stats)
     if axis_name is not None and batch_stats:
         batch_stats = jax.lax.pmean(batch_stats, axis_name)
@@ -131,7 +133,7 @@ def train_step(
         opt_state=opt_state,
         batch_stats=batch_stats,
     )
-    return new_state, {"loss": total / jnp.maximum(norm, 1e-12)}
+    return new_state, {"loss": loss}
 
 
 def eval_step(
@@ -142,9 +144,8 @@ def eval_step(
     task: Task,
     axis_name: str | None = None,
 ) -> dict[str, jax.Array]:
-    """The task's sums over a batch (padding excluded by ``batch['valid']``), e.g.
-    ``confusion_matrix`` (``int32[K, K]``, rows = ground truth), ``loss_total`` and
-    ``loss_norm``. Accumulate them over the split; never average per-batch metrics."""
+    """The task's sums over the global batch (padding excluded by ``batch['valid']``):
+    ``loss`` (the task's loss sums) and e.g. ``confusion_matrix`` (``int32[K, K]``, rows =
+    ground truth). Accumulate them over the split; never average per-batch metrics."""
     outputs = apply_fn(variables, batch["image"], train=False)
-    sums = task.eval_sums(outputs, batch)
-    return jax.tree.map(lambda x: _psum(x, axis_name), sums)
+    return task.eval_sums(outputs, batch, Across(axis_name))

@@ -255,7 +255,7 @@ def format_table(metrics: Mapping[str, Any], title: str = "") -> str:
     for key, value in metrics.items():
         if key.startswith("per_class_") and (per_class := _per_class(key, value)) is not None:
             name = key.removeprefix("per_class_")
-            columns["IoU" if name == "iou" else name] = per_class
+            columns[{"iou": "IoU", "dice": "Dice"}.get(name, name)] = per_class
         elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             rows.append((key, str(int(value))))
         elif (x := _scalar(value)) is not None:

@@ -8,9 +8,10 @@ by name the same way); :func:`names` lists them.
 
 >>> names()
 ('autoencoder', 'segmentation')
->>> make("segmentation", {"reduction": "mean", "class_weights": None, "ignore_label": 255},
-...      Context(data_classes=3))
-Segmentation(num_classes=3, reduction='mean', class_weights=None, ignore_label=255)
+>>> task = make("segmentation", {"reduction": "mean", "class_weights": None, "ignore_label": 255},
+...             Context(data_classes=3))
+>>> task.num_classes, [t.name for t in task.terms]
+(3, ['cross_entropy'])
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from fcnjax.training.tasks._base import Batch, Context, EvalAccumulator, Task
+from fcnjax.training.tasks._base import LOCAL, Across, Batch, Context, EvalAccumulator, Task
 from fcnjax.training.tasks.autoencoder import Autoencoder
 from fcnjax.training.tasks.segmentation import AUX_WEIGHT, Segmentation
 
 __all__ = [
     "AUX_WEIGHT",
+    "LOCAL",
+    "Across",
     "Autoencoder",
     "Batch",
     "Context",

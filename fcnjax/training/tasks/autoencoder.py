@@ -4,8 +4,8 @@ per pixel and channel; reconstructions, the latent scatter and the decoded plane
 >>> import jax.numpy as jnp
 >>> task = Autoencoder()
 >>> batch = {"image": jnp.ones((2, 4, 4, 1))}
->>> total, count = task.loss_sums(jnp.zeros((2, 4, 4, 1)), batch)
->>> float(total / count), int(count)
+>>> sums = task.loss_sums(jnp.zeros((2, 4, 4, 1)), batch)
+>>> float(task.loss(sums)), int(sums["norm"])
 (1.0, 32)
 """
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcnjax import losses, viz
-from fcnjax.training.tasks._base import Batch, Context, EvalAccumulator
+from fcnjax.training.tasks._base import LOCAL, Across, Batch, Context, EvalAccumulator
 
 __all__ = ["Autoencoder", "make"]
 
@@ -39,19 +39,25 @@ class Autoencoder:
     metric_names: ClassVar[tuple[str, ...]] = ("loss",)
     num_classes: ClassVar[None] = None
 
-    def loss_sums(self, outputs: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        """``f[N, H, W, C]`` reconstructions of ``batch['image']`` -> ``(total, count)``."""
+    def loss_sums(
+        self, outputs: jax.Array, batch: Batch, across: Across = LOCAL
+    ) -> dict[str, jax.Array]:
+        """``f[N, H, W, C]`` reconstructions of ``batch['image']`` -> the global
+        ``{"total": squared errors, "norm": their count}``."""
         target, where = batch["image"], batch.get("valid")
         total = losses.mean_squared_error(outputs, target, where=where, reduction="sum")
         n = target.shape[0] if where is None else jnp.sum(where, dtype=jnp.float32)
-        return total, jnp.asarray(target[0].size * n, jnp.float32)
+        return across.sum({"total": total, "norm": jnp.asarray(target[0].size * n, jnp.float32)})
 
-    def eval_sums(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
-        total, norm = self.loss_sums(outputs, batch)
-        return {"loss_total": total, "loss_norm": norm}
+    def loss(self, sums: Mapping[str, jax.Array]) -> jax.Array:
+        """The mean squared error: ``total / norm``."""
+        return sums["total"] / jnp.maximum(sums["norm"], 1e-12)
+
+    def eval_sums(self, outputs: jax.Array, batch: Batch, across: Across = LOCAL) -> dict:
+        return {"loss": self.loss_sums(outputs, batch, across)}
 
     def accumulator(self, class_names: Sequence[str] | None = None) -> EvalAccumulator:
-        return EvalAccumulator()
+        return EvalAccumulator(self.loss)
 
     def info(self) -> dict[str, Any]:
         return {"task": self.name, "num_classes": None, "class_weights": None}

@@ -1,8 +1,4 @@
-"""Per-pixel losses: softmax cross-entropy with an ignore label, and mean squared error.
-
-Pure, jittable functions of channels-last arrays. Argument checks read only static shapes and
-dtypes, so they raise the same ``ValueError`` under ``jax.jit`` as outside it.
-"""
+"""Softmax cross-entropy with an ignore label, and mean squared error."""
 
 from __future__ import annotations
 
@@ -127,12 +123,13 @@ def softmax_cross_entropy(
             f"`class_weights` must have shape (K,) = ({num_classes},), one weight per class of "
             f"`logits`, got {jnp.shape(class_weights)}."
         )
-    x = _float(logits)
     counted = _counted(labels, num_classes, ignore_label, where)
+    # Zeros at skipped pixels before any arithmetic: inf/NaN logits there must reach neither
+    # the sum nor, through logsumexp's backward pass, the gradient.
+    x = jnp.where(counted[..., None], _float(logits), 0)
     safe = jnp.where(counted, labels, 0)
     nll = jax.nn.logsumexp(x, axis=-1) - jnp.take_along_axis(x, safe[..., None], axis=-1)[..., 0]
     weight = _weights(counted, safe, class_weights, x.dtype)
-    # where, not a product: logits that are inf/NaN at skipped pixels must not reach the sum.
     loss = jnp.where(counted, nll * weight, 0)
     if reduction == "none":
         return loss
