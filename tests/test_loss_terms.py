@@ -225,19 +225,13 @@ _PMAP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
-    from fcnjax.config import default_config
     from fcnjax.training import tasks
+    from tests.test_loss_terms import loss_section
 
     cases = json.loads(sys.argv[1])
     out = {}
     for name, (data_classes, num_classes, changes) in cases.items():
-        loss = default_config().loss.to_dict()
-        for key, value in changes.items():
-            section, _, field = key.partition("__")
-            if field:
-                loss[section][field] = value
-            else:
-                loss[section] = value
+        loss = loss_section(**changes)
         context = tasks.Context(num_classes=num_classes, data_classes=data_classes)
         task = tasks.make("segmentation", loss, context)
         rng = np.random.default_rng(0)

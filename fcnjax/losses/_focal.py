@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from fcnjax.labels import IGNORE_LABEL
-from fcnjax.losses._pixel import _check_reduction, _counted, _float, _weights
+from fcnjax.losses._pixel import _check_reduction, _counted, _float, _reduce, _weights
 from fcnjax.typing import Array, ArrayLike
 
 __all__ = ["sigmoid_binary_cross_entropy", "sigmoid_focal_loss", "softmax_focal_loss"]
@@ -37,16 +37,6 @@ def _check_labels(logits: Array, labels: Array, *, binary: bool) -> None:
         )
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
-
-
-def _reduce(loss: Array, denom: Array, reduction: str) -> Array:
-    if reduction == "none":
-        return loss
-    total = jnp.sum(loss)
-    if reduction == "sum":
-        return total
-    denom = jnp.sum(denom)
-    return jnp.where(denom > 0, total / jnp.where(denom > 0, denom, 1), 0)
 
 
 def softmax_focal_loss(

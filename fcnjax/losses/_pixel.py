@@ -110,13 +110,7 @@ def softmax_cross_entropy(
     """
     _check_reduction(reduction)
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    if logits.ndim < 2 or labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"`labels` must have the shape of `logits` without its class axis: `logits` "
-            f"{logits.shape} wants `labels` {logits.shape[:-1]}, got {labels.shape}."
-        )
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
+    _check_labels(logits, labels)
     num_classes = logits.shape[-1]
     if class_weights is not None and jnp.shape(class_weights) != (num_classes,):
         raise ValueError(
@@ -130,14 +124,32 @@ def softmax_cross_entropy(
     safe = jnp.where(counted, labels, 0)
     nll = jax.nn.logsumexp(x, axis=-1) - jnp.take_along_axis(x, safe[..., None], axis=-1)[..., 0]
     weight = _weights(counted, safe, class_weights, x.dtype)
-    loss = jnp.where(counted, nll * weight, 0)
+    return _reduce(jnp.where(counted, nll * weight, 0), weight, reduction)
+
+
+def _check_labels(logits: Array, labels: Array) -> None:
+    """``labels`` ``int[N, H, W]`` for ``logits`` ``f[N, H, W, K]``, or a ValueError."""
+    if logits.ndim < 2 or labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"`labels` must have the shape of `logits` without its class axis: `logits` "
+            f"{logits.shape} wants `labels` {logits.shape[:-1]}, got {labels.shape}."
+        )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
+
+
+def _ratio(total: Array, denom: Array) -> Array:
+    """``total / denom``, 0 where ``denom`` is 0 (nothing counted), with a finite gradient."""
+    return jnp.where(denom > 0, total / jnp.where(denom > 0, denom, 1), 0)
+
+
+def _reduce(loss: Array, weight: Array, reduction: str) -> Array:
+    """Per-pixel ``loss`` (0 where not counted) reduced: ``"none"``, ``"sum"``, or
+    ``"mean"``, the sum over the sum of the pixels' ``weight``."""
     if reduction == "none":
         return loss
     total = jnp.sum(loss)
-    if reduction == "sum":
-        return total
-    denom = jnp.sum(weight)
-    return jnp.where(denom > 0, total / jnp.where(denom > 0, denom, 1), 0)
+    return total if reduction == "sum" else _ratio(total, jnp.sum(weight))
 
 
 def _counted(labels: Array, num_classes: int, ignore_label: int | None, where) -> Array:

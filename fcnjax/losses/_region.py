@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcnjax.labels import IGNORE_LABEL
-from fcnjax.losses._pixel import _counted, _float
+from fcnjax.losses._pixel import _check_labels, _counted, _float, _ratio
 from fcnjax.typing import Array, ArrayLike
 
 __all__ = ["dice_from_sums", "jaccard_from_sums", "region_sums", "tversky_from_sums"]
@@ -31,16 +31,6 @@ def _check_number(name: str, value, *, positive: bool = False) -> None:
         raise ValueError(f"`{name}` must be a number, got {value!r}.")
     if isinstance(value, numbers.Real) and not (value > 0 if positive else value >= 0):
         raise ValueError(f"`{name}` must be {'> 0' if positive else '>= 0'}, got {value!r}.")
-
-
-def _check_labels(logits: Array, labels: Array) -> None:
-    if logits.ndim < 2 or labels.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"`labels` must have the shape of `logits` without its class axis: `logits` "
-            f"{logits.shape} wants `labels` {logits.shape[:-1]}, got {labels.shape}."
-        )
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"`labels` must be integer class indices, got dtype {labels.dtype}.")
 
 
 def region_sums(
@@ -169,9 +159,7 @@ def _class_mean(loss: Array, target: Array, classes: Classes, class_weights) -> 
         chosen = jnp.asarray(np.isin(np.arange(loss.shape[0]), list(classes)))
     weight = 1 if class_weights is None else jnp.asarray(class_weights, loss.dtype)
     weight = jnp.where(chosen, weight, 0).astype(loss.dtype)
-    total = jnp.sum(jnp.where(chosen, weight * loss, 0))
-    denom = jnp.sum(weight)
-    return jnp.where(denom > 0, total / jnp.where(denom > 0, denom, 1), 0)
+    return _ratio(jnp.sum(jnp.where(chosen, weight * loss, 0)), jnp.sum(weight))
 
 
 def _loss_from_score(score: Array, eps: float, log_loss: bool) -> Array:

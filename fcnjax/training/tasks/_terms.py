@@ -144,7 +144,6 @@ class Term:
         labels, ``where`` ``bool[N]`` or None)."""
         o, kw = dict(self.options), dict(ignore_label=ignore_label, where=where)
         k = 2 if binary else logits.shape[-1]
-        count = losses.pixel_weights(labels, k, ignore_label=ignore_label, where=where)
         if self.name == "cross_entropy":
             fn = losses.sigmoid_binary_cross_entropy if binary else losses.softmax_cross_entropy
             total = fn(logits, labels, class_weights=class_weights, reduction="sum", **kw)
@@ -154,6 +153,7 @@ class Term:
             alpha = o["alpha"] if binary or o["alpha"] is None else np.asarray(o["alpha"])
             fn = losses.sigmoid_focal_loss if binary else losses.softmax_focal_loss
             total = fn(logits, labels, gamma=o["gamma"], alpha=alpha, reduction="sum", **kw)
+            count = losses.pixel_weights(labels, k, **kw)
             return across.sum({"total": total, "norm": jnp.sum(count)})
         if self.name in _REGION:
             return across.sum(losses.region_sums(logits, labels, **kw))
