@@ -5,7 +5,9 @@ an encoder by name (``"vgg16"``, ``"resnet50"``, ...) and reads its five feature
 ``f1`` ... ``f5`` at strides 2 ... 32 (keras-segmentation's ``levels``):
 
 * VGG16: ``pool1`` ... ``pool5``;
-* ResNet: ``stem`` (after the stem's ReLU), ``layer1`` ... ``layer4``.
+* ResNet: ``stem`` (after the stem's ReLU), ``layer1`` ... ``layer4``;
+* keras-segmentation's vanilla encoder (``"vanilla"``, :class:`VanillaEncoder`):
+  ``pool1`` ... ``pool5``. It has no pretrained weights (it is not in :data:`PRETRAINABLE`).
 
 The encoder is always the submodule ``backbone``, so :func:`fcnjax.models.backbone_mask`
 and :func:`fcnjax.weights.into_backbone` find it in every model.
@@ -18,13 +20,16 @@ from typing import Any
 import flax.linen as nn
 
 from fcnjax.models.resnet import STYLES, ResNet
+from fcnjax.models.vanilla import VanillaEncoder
 from fcnjax.models.vgg import VGG16
 from fcnjax.typing import Array
 
-__all__ = ["ENCODERS", "RESNETS", "encoder", "levels"]
+__all__ = ["ENCODERS", "PRETRAINABLE", "RESNETS", "encoder", "levels"]
 
 RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
-ENCODERS = ("vgg16", "vgg16_bn", *RESNETS)
+# The encoders that ImageNet weights exist for (init.backbone_weights).
+PRETRAINABLE = ("vgg16", "vgg16_bn", *RESNETS)
+ENCODERS = (*PRETRAINABLE, "vanilla")
 
 
 def encoder(
@@ -42,12 +47,13 @@ def encoder(
     Args:
       name: one of :data:`ENCODERS`.
       width: channel multiplier.
-      style: a ResNet's arithmetic, ``"torchvision"`` or ``"keras"`` (ignored for VGG16).
-      output_stride: a ResNet's stride of ``f5`` (32, 16 or 8); VGG16 only has 32.
+      style: a ResNet's arithmetic, ``"torchvision"`` or ``"keras"`` (ignored otherwise).
+      output_stride: a ResNet's stride of ``f5`` (32, 16 or 8); the others only have 32.
       levels: how many of ``f1`` ... ``f5`` the decoder reads: the encoder stops there
         (keras-segmentation's U-Net and SegNet read four, and have no ``block5`` or
         ``layer4`` parameters).
-      bn_axis_name: the mapped axis of the BatchNorm statistics (``vgg16_bn``, ResNets).
+      bn_axis_name: the mapped axis of the BatchNorm statistics (``vgg16_bn``, ResNets,
+        ``vanilla``).
       **kw: ``dtype``, ``param_dtype``, and VGG16's ``fc`` and ``fc_dropout``.
     """
     if name not in ENCODERS:
@@ -69,7 +75,10 @@ def encoder(
             **kw,
         )
     if output_stride != 32:
-        raise ValueError(f"`output_stride` must be 32 for VGG16; got {output_stride!r}.")
+        raise ValueError(f"`output_stride` must be 32 for {name}; got {output_stride!r}.")
+    if name == "vanilla":
+        kw.pop("fc", None), kw.pop("fc_dropout", None)
+        return VanillaEncoder(width, levels, bn_axis_name, name="backbone", **kw)
     batch_norm = name == "vgg16_bn"
     return VGG16(
         width,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from fcnjax.layers import ConvTranspose, Upsample, bilinear_init, crop_to
-from fcnjax.models.encoders import ENCODERS, RESNETS, encoder
+from fcnjax.models.encoders import PRETRAINABLE, RESNETS, encoder
 from fcnjax.models.vgg import VGG16, VGG16_CONVS, scaled
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
@@ -19,7 +19,7 @@ __all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "VARIANTS", "SKIPS", "backbone_ma
 
 VARIANTS = ("32s", "16s", "8s")
 SKIPS = ("score", "features")
-BACKBONES = ENCODERS
+BACKBONES = PRETRAINABLE  # keras-segmentation's fcn_8 on its vanilla encoder: EncoderFCN
 _glorot = nn.initializers.glorot_uniform()  # Keras' default, for the POSTECH lab's network
 
 
@@ -103,7 +103,11 @@ class FCN(nn.Module):
         if self.skip not in SKIPS:
             raise ValueError(f"`skip` must be one of {SKIPS}; got {self.skip!r}.")
         if self.backbone not in BACKBONES:
-            raise ValueError(f"`backbone` must be one of {BACKBONES}; got {self.backbone!r}.")
+            hint = " (keras-segmentation's fcn_8 / fcn_32 on it: models.get('fcn_8'))"
+            raise ValueError(
+                f"`backbone` must be one of {BACKBONES}; got {self.backbone!r}"
+                f"{hint if self.backbone == 'vanilla' else ''}."
+            )
         if self.skip == "features" and self.backbone in RESNETS:
             raise ValueError(
                 "`skip='features'` is the POSTECH lab's VGG16 network; on a ResNet use "
