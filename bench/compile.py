@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet", "autoencoder", "fcn_resnet50", "shapes")
+FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet_mini", "autoencoder", "fcn_resnet50", "shapes")
 
 
 def _constant_bytes(hlo: str) -> int:

@@ -57,7 +57,7 @@ fi
 
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 export PYTHONUNBUFFERED=1  # a stage cut off by its timeout keeps its log
-families=(shapes fcn8s unet autoencoder segnet fcn_resnet50)  # shapes first: the main job
+families=(shapes fcn8s unet_mini autoencoder segnet fcn_resnet50)  # shapes first: the main job
 ran=("${families[@]}")
 if ((cpu)); then
   # Compiling is most of a dry run on a CPU: XLA skips its optimisations (3-5x faster).
@@ -68,7 +68,7 @@ if ((cpu)); then
   loop_opts=(--seconds 8 --set log_every_steps=5 batch_size=8)
   note="CPU dry run (--cpu): tiny shapes, XLA unoptimised; the numbers measure nothing."
   if ((smoke)); then
-    total=170 ran=(shapes unet autoencoder)
+    total=170 ran=(shapes unet_mini autoencoder)
     loop_opts=(--config shapes_fcn8s:runlocal --seconds 1 --set eval_every_steps=4)
     note="CPU smoke run (--cpu --smoke): tiny shapes, few families, XLA unoptimised."
   fi

@@ -2,7 +2,7 @@
 
     python bench/train_step.py                    # every family, about 15 minutes on 2 cores
     python bench/train_step.py --quick            # fewer rounds, no breakdown
-    python bench/train_step.py --only segnet unet # some families
+    python bench/train_step.py --only segnet unet_mini # some families
     python bench/train_step.py --device gpu --dtype bfloat16 --quick --json out.json
 
 What is timed is one whole optimizer step on a fixed batch, float32, after warm-up (JAX's
@@ -24,7 +24,7 @@ the ignore label 255; the autoencoder: mean squared error):
 - ``segnet``: SegNet-Basic (four levels of 64, 7x7, BatchNorm, max-unpooling with the
   pooling switches, 11 classes), batch 4 at CamVid's 360x480, SGD momentum 0.9 (SegNet
   Tutorial); ``segnet_small``: the same at 180x240.
-- ``unet``: keras-segmentation's U-Net (32/64/128, dropout 0.2, nearest upsampling +
+- ``unet_mini``: keras-segmentation's ``unet_mini`` (32/64/128, dropout 0.2, nearest upsampling +
   concatenation, 2 classes), batch 2 at 200x200, Adam 1e-3.
 - ``autoencoder``: the POSTECH lab's autoencoder (28x28x1, batch 32, Adam 1e-3).
 - ``fcn_resnet50``: torchvision's FCN-ResNet50 (ResNet-50 v1.5 dilated to output stride
@@ -175,7 +175,7 @@ def _torch_fns(kind, batch, device="cpu", dtype="float32"):
         return {"step": step, **parts}, {}
     builders = {
         "segnet": torch_segnet,
-        "unet": torch_unet,
+        "unet_mini": torch_unet_mini,
         "autoencoder": torch_autoencoder,
         "fcn_resnet50": torch_fcn_resnet50,
     }
@@ -381,8 +381,8 @@ def torch_segnet(num_classes=11, widths=(64, 64, 64, 64), k=7):
     return SegNet()
 
 
-def torch_unet(num_classes=2, widths=(32, 64, 128), dropout=0.2):
-    """keras-segmentation's U-Net as `fcnjax.models.UNet`."""
+def torch_unet_mini(num_classes=2, widths=(32, 64, 128), dropout=0.2):
+    """keras-segmentation's ``unet_mini`` as `fcnjax.models.UNetMini`."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -396,7 +396,7 @@ def torch_unet(num_classes=2, widths=(32, 64, 128), dropout=0.2):
             nn.ReLU(),
         )
 
-    class UNet(nn.Module):
+    class UNetMini(nn.Module):
         def __init__(self):
             super().__init__()
             c, self.down = 3, nn.ModuleList()
@@ -422,7 +422,7 @@ def torch_unet(num_classes=2, widths=(32, 64, 128), dropout=0.2):
                 x = layer(torch.cat([x, skip], 1))
             return self.head(x)
 
-    return UNet()
+    return UNetMini()
 
 
 def torch_fcn_resnet50(num_classes=21, aux_loss=True):
@@ -521,7 +521,7 @@ TORCH_OPTIMIZERS = {
     "fcn_resnet50": lambda params: __import__("torch").optim.SGD(
         params, lr=0.02, momentum=0.9, weight_decay=1e-4
     ),
-    "unet": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
+    "unet_mini": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
     "autoencoder": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
 }
 
@@ -591,7 +591,7 @@ def shapes_setup():
     return model, size, config.batch_size, config.optimizer.to_dict(), steps, where
 
 
-FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet", "autoencoder", "fcn_resnet50", "shapes")
+FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet_mini", "autoencoder", "fcn_resnet50", "shapes")
 # FCN-ResNet50's batch: torchvision trains 4 x 480x480 crops per GPU, too slow here.
 FCN_RESNET_SHAPE = (2, (320, 320))
 FCN_RESNET_SHAPE_GPU = (4, (480, 480))
@@ -622,11 +622,11 @@ def family(name, rng, dtype="float32", device="cpu", tiny=False):
         momentum = dict(name="sgd", learning_rate=0.01, momentum=0.9)
         title = f"SegNet-Basic, 11 classes, batch {shape}, SGD momentum"
         return title, model, momentum, batch, Segmentation(11), "segnet"
-    if name == "unet":
-        model = models.get("unet", num_classes=2, **kw)
+    if name == "unet_mini":
+        model = models.get("unet_mini", num_classes=2, **kw)
         batch, shape = seg_batch(2, (200, 200), 2)
-        title = f"U-Net 32/64/128, dropout 0.2, 2 classes, batch {shape}, Adam"
-        return title, model, adam, batch, Segmentation(2), "unet"
+        title = f"unet_mini (U-Net 32/64/128), dropout 0.2, 2 classes, batch {shape}, Adam"
+        return title, model, adam, batch, Segmentation(2), "unet_mini"
     if name == "autoencoder":
         n = 2 if tiny else 32
         batch = {"image": rng.random((n, 28, 28, 1), dtype=np.float32)}

@@ -1,4 +1,4 @@
-"""keras-segmentation's U-Net on cats and dogs from COCO: folders of images and masks, 200x200.
+"""keras-segmentation's ``unet_mini`` on COCO's cats and dogs: image and mask folders, 200x200.
 
     fcnjax train --config unet_catdog --workdir runs/unet_catdog \
         --config.data.root=coco
@@ -14,7 +14,7 @@ from fcnjax.config import default_config
 
 def get_config(arg: str | None = None):
     c = default_config()
-    c.model = dict(name="unet", num_classes=2)
+    c.model = dict(name="unet_mini", num_classes=2)  # fcnjax's `unet` before issue 27
     c.data = dict(name="folder", root=None, images="imgs_train", masks="masks", num_classes=2)
     c.eval_data = None  # the recipe has no validation split; add one with --config.eval_data
     c.input.size = (200, 200)

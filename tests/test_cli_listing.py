@@ -97,10 +97,10 @@ def test_list_networks_counts_trainable_parameters_as_init_does(networks_output)
 
 
 def test_parameters_follow_the_network_not_a_table(monkeypatch):
-    small = catalog.network("unet")
-    wide = models.get("unet", num_classes=catalog.NUM_CLASSES, widths=(64, 128, 256))
+    small = catalog.network("unet_mini")
+    wide = models.get("unet_mini", num_classes=catalog.NUM_CLASSES, widths=(64, 128, 256))
     monkeypatch.setattr(models, "get", lambda name, **kwargs: wide)
-    assert catalog.network("unet").parameters > 3 * small.parameters
+    assert catalog.network("unet_mini").parameters > 3 * small.parameters
 
 
 def test_list_with_no_argument_shows_recipes_then_networks(monkeypatch, capsys):

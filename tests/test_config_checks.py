@@ -57,7 +57,7 @@ def test_model_values_that_build_no_network_are_refused(config, override, words,
         ("fcn8s", dict(num_classes=2, width=0), "width"),
         ("resnet50_unet", dict(num_classes=2, width=-0.5), "width"),
         ("fcn8s", dict(num_classes=2, width=0.0625, dropout=1.0), "dropout"),
-        ("unet", dict(num_classes=0, widths=(4, 8)), "num_classes"),
+        ("unet_mini", dict(num_classes=0, widths=(4, 8)), "num_classes"),
         ("segnet", dict(num_classes=0, widths=(4,)), "num_classes"),
         ("fcn_resnet50", dict(num_classes=2, width=0.0625, dropout=1.5), "dropout"),
         ("conv_autoencoder", dict(latent_dim=0), "latent_dim"),
@@ -138,7 +138,7 @@ def test_mixed_sizes_in_batches_of_several_are_refused(mixed, tmp_path, capsys):
 def test_mixed_sizes_one_at_a_time_train_evaluate_and_draw(mixed, tmp_path, capsys):
     wd = tmp_path / "run"
     args = ["--config.input.eval_mode=none", "--config.eval_batch_size=1"]
-    model = "--config.model={'name': 'unet', 'widths': (4, 8)}"  # the fastest to compile
+    model = "--config.model={'name': 'unet_mini', 'widths': (4, 8)}"  # the fastest to compile
     code, _, err = run(["train", "--config", mixed, "--workdir", wd, model, *args], capsys)
     assert code == 0, err
     drawn = np.asarray(Image.open(wd / "predictions.png"))
@@ -149,7 +149,7 @@ def test_pictures_take_examples_of_different_sizes(tmp_path):
     shapes = [(24, 24), (32, 40), (24, 24)]
     examples = [Shapes(1, size=s, split="test", seed=i)[0] for i, s in enumerate(shapes)]
     source = _Listed(examples)
-    model = models.get("unet", num_classes=4, widths=(4, 8))
+    model = models.get("unet_mini", num_classes=4, widths=(4, 8))
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 24, 24, 3)))
     transform = data.EvalTransform(mode="none")
     outputs = {"num_examples": 3}

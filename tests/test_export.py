@@ -45,7 +45,7 @@ FAMILIES = {
         "unit",
     ),
     "segnet": (dict(name="segnet", widths=(4, 8), kernel_size=3), "caffe"),
-    "unet": (dict(name="unet", widths=(4, 8)), "unit"),
+    "unet_mini": (dict(name="unet_mini", widths=(4, 8)), "unit"),
     "fcn_resnet50": (dict(name="fcn_resnet50", width=1 / 16), "imagenet"),
     "resnet50_unet": (dict(name="resnet50_unet", width=1 / 16), "imagenet"),
     "autoencoder": (dict(name="conv_autoencoder", channels=3, features=(4, 8)), "unit"),
@@ -311,7 +311,7 @@ def test_dynamic_onnx(workdirs, predictors, tmp_path):
         assert_labels(session.run(None, {"image": images})[0], labels, probs)
 
 
-@pytest.mark.parametrize("family", ["fcn8s", "segnet", "unet", "autoencoder"])
+@pytest.mark.parametrize("family", ["fcn8s", "segnet", "unet_mini", "autoencoder"])
 def test_dynamic_sizes_refused_naming_the_fix(family, workdirs, tmp_path):
     with pytest.raises(ValueError, match=r"symbolic height and width .*--size HxW") as e:
         export(workdirs(family), tmp_path / "x.stablehlo", dynamic=True)
@@ -320,9 +320,9 @@ def test_dynamic_sizes_refused_naming_the_fix(family, workdirs, tmp_path):
 
 
 def test_size_and_platforms(workdirs, predictors, tmp_path):
-    predictor = predictors("unet")
+    predictor = predictors("unet_mini")
     path = export(
-        workdirs("unet"), tmp_path / "u.stablehlo", size="24x40", platforms="cpu,cuda,tpu"
+        workdirs("unet_mini"), tmp_path / "u.stablehlo", size="24x40", platforms="cpu,cuda,tpu"
     )
     exported = jax.export.deserialize(path.read_bytes())
     assert exported.platforms == ("cpu", "cuda", "tpu")
@@ -363,7 +363,7 @@ def test_workdirs_without_a_model(workdirs, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     for name in ("config.json", "run_info.json"):
-        (bare / name).write_bytes((workdirs("unet") / name).read_bytes())
+        (bare / name).write_bytes((workdirs("unet_mini") / name).read_bytes())
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint directory"):
         export(bare, tmp_path / "x.stablehlo")
     with pytest.raises(ValueError, match="autoencoder: it has no classes"):
@@ -375,11 +375,11 @@ def test_existing_outputs_are_replaced_only_when_asked(workdirs, tmp_path):
     out = tmp_path / "model.stablehlo"
     out.write_bytes(b"mine")
     with pytest.raises(FileExistsError, match=f"--output {out} exists already; pass --overwrite"):
-        export(workdirs("unet"), out)
+        export(workdirs("unet_mini"), out)
     assert out.read_bytes() == b"mine"
     with pytest.raises(IsADirectoryError):
-        export(workdirs("unet"), tmp_path)
-    assert export(workdirs("unet"), out, overwrite=True) == out
+        export(workdirs("unet_mini"), tmp_path)
+    assert export(workdirs("unet_mini"), out, overwrite=True) == out
     assert jax.export.deserialize(out.read_bytes()).platforms == ("cpu",)
     assert [p.name for p in tmp_path.iterdir()] == ["model.stablehlo"]  # no temporary file
 
@@ -402,7 +402,7 @@ def test_a_file_that_appears_while_exporting_is_kept(tmp_path, monkeypatch):
 def test_onnx_without_its_extra_names_it(workdirs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "jax2onnx", None)  # import jax2onnx raises ImportError
     with pytest.raises(ImportError, match=r'pip install "fcnjax\[onnx\]"'):
-        export(workdirs("unet"), tmp_path / "x.onnx", format="onnx")
+        export(workdirs("unet_mini"), tmp_path / "x.onnx", format="onnx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -419,12 +419,12 @@ def test_onnx_failures_write_nothing(workdirs, tmp_path, monkeypatch):
         lambda p, **kw: lambda x: serve(p, **kw)(unknown.bind(x)),
     )
     with pytest.raises(ValueError, match="could not convert the primitive 'fcnjax_test_unknown'"):
-        export(workdirs("unet"), tmp_path / "x.onnx", format="onnx")
+        export(workdirs("unet_mini"), tmp_path / "x.onnx", format="onnx")
     monkeypatch.setattr(export_lib, "serving_function", serve)
     # ONNX Runtime's answers checked against JAX's before writing (here: any difference).
     monkeypatch.setattr(export_onnx, "CHECK_TOLERANCE", -1.0)
     with pytest.raises(ValueError, match="gives probabilities .* from JAX's .*: not written"):
-        export(workdirs("unet"), tmp_path / "x.onnx", format="onnx", probabilities=True)
+        export(workdirs("unet_mini"), tmp_path / "x.onnx", format="onnx", probabilities=True)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ("shapes", "fcn8s", "unet", "autoencoder", "segnet", "fcn_resnet50")
-SMOKE_FAMILIES = ("shapes", "unet", "autoencoder")  # gpu.sh --smoke
+FAMILIES = ("shapes", "fcn8s", "unet_mini", "autoencoder", "segnet", "fcn_resnet50")
+SMOKE_FAMILIES = ("shapes", "unet_mini", "autoencoder")  # gpu.sh --smoke
 STAGES = ("install", "env", "train-float32", "conv-float32", "train-bfloat16", "loop")
 STAGES += ("conv-bfloat16",)
 NUMBER = re.compile(r"^\d+(\.\d+)?x?$")

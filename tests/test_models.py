@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fcnjax import models, ops
-from fcnjax.models import FCN, ConvAutoencoder, SegNet, UNet, backbone_mask
+from fcnjax.models import FCN, ConvAutoencoder, SegNet, UNetMini, backbone_mask
 
 
 def count(tree):
@@ -82,8 +82,8 @@ def test_output_matches_input_size(size):
             _, y = shapes_of(FCN(5, variant, skip=skip, width=0.0625), x)
             assert y.shape == (2, *size, 5), (skip, variant)
     for up in ("nearest", "bilinear", "transposed"):
-        assert shapes_of(UNet(3, upsample=up), x)[1].shape == (2, *size, 3)
-    assert shapes_of(UNet(3, widths=(8, 16, 32, 64, 128)), x)[1].shape == (2, *size, 3)
+        assert shapes_of(UNetMini(3, upsample=up), x)[1].shape == (2, *size, 3)
+    assert shapes_of(UNetMini(3, widths=(8, 16, 32, 64, 128)), x)[1].shape == (2, *size, 3)
     assert shapes_of(SegNet(11), x)[1].shape == (2, *size, 11)
 
 
@@ -92,7 +92,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     for model in [
         FCN(3, "8s", width=0.0625, dtype=jnp.bfloat16),
         FCN(3, "8s", skip="features", width=0.0625, dtype=jnp.bfloat16),
-        UNet(3, widths=(4, 8), dtype=jnp.bfloat16),
+        UNetMini(3, widths=(4, 8), dtype=jnp.bfloat16),
         SegNet(3, widths=(4, 4), kernel_size=3, dtype=jnp.bfloat16),
     ]:
         variables, y = shapes_of(model, x)
@@ -144,11 +144,11 @@ def test_autoencoder_matches_seed_keras_model():
     assert rel_err(apply({"params": params}, x), decoder(encoder(x))) < 1e-5
 
 
-def test_unet_matches_seed_keras_model():
+def test_unet_mini_matches_keras_segmentation():
     import keras
     from keras.layers import Conv2D, Dropout, Input, MaxPooling2D, UpSampling2D, concatenate
 
-    # keras-segmentation's U-Net, verbatim apart from the input size.
+    # keras-segmentation's unet_mini, verbatim apart from the input size.
     img_input = Input(shape=(24, 20, 3))
     conv1 = Conv2D(32, (3, 3), activation="relu", padding="same")(img_input)
     conv1 = Dropout(0.2)(conv1)
@@ -178,7 +178,7 @@ def test_unet_matches_seed_keras_model():
         name: {"kernel": np.asarray(c.kernel), "bias": np.asarray(c.bias)}
         for name, c in zip([*names, "head"], convs)
     }
-    model = UNet(2)
+    model = UNetMini(2)
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 24, 20, 3)))
     assert count(variables) == ref.count_params()
     x = np.random.default_rng(1).standard_normal((2, 24, 20, 3)).astype(np.float32)
@@ -270,7 +270,7 @@ def test_paper_fcn_starts_from_zero_scores_and_bilinear_upsampling():
 
 def test_registry():
     assert isinstance(models.get("FCN-32s", num_classes=2), FCN)
-    assert models.get("unet", num_classes=2).widths == (32, 64, 128)
+    assert models.get("unet_mini", num_classes=2).widths == (32, 64, 128)
     with pytest.raises(ValueError, match="unknown model 'fcn64s'"):
         models.get("fcn64s", num_classes=2)
     with pytest.raises(ValueError, match="`variant` must be one of"):
@@ -288,7 +288,7 @@ def test_registry():
 TINY = {
     "fcn8s": (models.FCN8s(3, width=0.0625), (2, 40, 36, 3)),
     "fcn8s_features": (models.FCN8s(3, skip="features", width=0.0625), (2, 40, 36, 3)),
-    "unet_transposed": (UNet(3, widths=(4, 8, 16), upsample="transposed"), (2, 21, 18, 3)),
+    "unet_transposed": (UNetMini(3, widths=(4, 8, 16), upsample="transposed"), (2, 21, 18, 3)),
     "segnet": (SegNet(3, widths=(4, 8), kernel_size=3), (2, 21, 18, 3)),
     "autoencoder": (ConvAutoencoder(), (2, 28, 28, 1)),
 }

@@ -3,12 +3,18 @@
 Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s``,
 ``fcn8s``, and ``fcn8s_resnet50`` ... on a ResNet), torchvision's (``fcn_resnet50``,
 ``fcn_resnet101``, ``resnet18`` ... ``resnet152``) and keras-segmentation's
-(``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``, ``resnet50_segnet``, ``fcn_8_vgg``,
-``fcn_32_vgg``, ``fcn_8_resnet50``, ``fcn_32_resnet50``). Case, ``-`` and ``_`` are
-ignored. keras-segmentation's names give fcnjax's network of that name, which differs from
-keras-segmentation's where its own docstring says so (``fcn_8_resnet50``: no 7x7,
-4096-filter convolution on ResNet's ``layer4``; U-Net and SegNet: scores resized to the
-input).
+(``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
+``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
+``fcn_8_resnet50``, ``fcn_32_resnet50``; its ``segnet`` is ``vanilla_segnet`` here, as
+fcnjax's ``segnet`` is SegNet-Basic). Case, ``-`` and ``_`` are ignored.
+keras-segmentation's names give fcnjax's network of that name, which differs from
+keras-segmentation's where its own docstring says so (``fcn_8_vgg`` ... ``fcn_32_resnet50``
+are the FCN paper's head: no learnt final upsampler, and on a ResNet no 7x7, 4096-filter
+convolution; U-Net and SegNet: scores resized to the input).
+
+``unet`` (and :data:`UNet`) changed meaning in issue 27: it was keras-segmentation's
+``unet_mini`` (now ``unet_mini``, :class:`UNetMini`); it is keras-segmentation's ``unet``,
+its U-Net decoder on its vanilla encoder.
 
 >>> from fcnjax import models
 >>> models.get("fcn8s", num_classes=21).variant
@@ -32,10 +38,11 @@ from fcnjax.models.checks import check_arguments
 from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
-from fcnjax.models.keras_segmentation import EncoderSegNet, EncoderUNet
+from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from fcnjax.models.segnet import SegNet
-from fcnjax.models.unet import UNet
+from fcnjax.models.unet_mini import UNetMini
+from fcnjax.models.vanilla import VanillaEncoder
 from fcnjax.models.vgg import VGG16
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "NAMES",
     "VGG16",
     "ConvAutoencoder",
+    "EncoderFCN",
     "EncoderSegNet",
     "EncoderUNet",
     "FCNResNet",
@@ -59,6 +67,8 @@ __all__ = [
     "REFERENCES",
     "SegNet",
     "UNet",
+    "UNetMini",
+    "VanillaEncoder",
     "backbone_mask",
     "check_arguments",
     "backbone_of",
@@ -68,6 +78,9 @@ __all__ = [
     "get",
 ]
 
+# keras-segmentation's ``unet``: its U-Net decoder on its vanilla encoder.
+UNet = functools.partial(EncoderUNet, backbone="vanilla")
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "vgg16": VGG16,
     "fcn": FCN,
@@ -76,7 +89,6 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn8s": FCN8s,
     "conv_autoencoder": ConvAutoencoder,
     "autoencoder": ConvAutoencoder,
-    "unet": UNet,
     "segnet": SegNet,
     **{f"resnet{d}": functools.partial(ResNet, depth=d) for d in (18, 34, 50, 101, 152)},
     **{
@@ -87,6 +99,11 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn_resnet50": functools.partial(FCNResNet, backbone="resnet50"),
     "fcn_resnet101": functools.partial(FCNResNet, backbone="resnet101"),
     # keras-segmentation's names.
+    "unet_mini": UNetMini,
+    "unet": UNet,
+    "vanilla_segnet": functools.partial(EncoderSegNet, backbone="vanilla"),
+    "fcn_8": functools.partial(EncoderFCN, variant="8s"),
+    "fcn_32": functools.partial(EncoderFCN, variant="32s"),
     "vgg_unet": functools.partial(EncoderUNet, backbone="vgg16"),
     "resnet50_unet": functools.partial(EncoderUNet, backbone="resnet50"),
     "vgg_segnet": functools.partial(EncoderSegNet, backbone="vgg16"),
@@ -107,7 +124,6 @@ REFERENCES: dict[str, str] = {
     **{f"fcn{v}": f"FCN-{v} ({_LONG}) on VGG16" for v in ("32s", "16s", "8s")},
     "conv_autoencoder": "the POSTECH segmentation lab's convolutional autoencoder",
     "autoencoder": "the POSTECH lab's autoencoder (= conv_autoencoder)",
-    "unet": "U-Net (Ronneberger et al., 2015) as keras-segmentation builds it",
     "segnet": "SegNet-Basic (Badrinarayanan et al., 2017)",
     **{f"resnet{d}": f"ResNet-{d} (He et al., 2016), an encoder" for d in (18, 34, 50, 101, 152)},
     **{
@@ -117,6 +133,11 @@ REFERENCES: dict[str, str] = {
     },
     "fcn_resnet50": "torchvision's fcn_resnet50",
     "fcn_resnet101": "torchvision's fcn_resnet101",
+    "unet_mini": "keras-segmentation's unet_mini (32/64/128; fcnjax's unet before issue 27)",
+    "unet": "keras-segmentation's unet (U-Net decoder, vanilla encoder)",
+    "vanilla_segnet": "keras-segmentation's segnet (SegNet decoder, vanilla encoder)",
+    "fcn_8": "keras-segmentation's fcn_8 (its FCN-8 head, vanilla encoder)",
+    "fcn_32": "keras-segmentation's fcn_32 (its FCN-32 head, vanilla encoder)",
     **{
         name: f"keras-segmentation's {name}"
         for name in ("vgg_unet", "resnet50_unet", "vgg_segnet", "resnet50_segnet")
@@ -128,9 +149,19 @@ REFERENCES: dict[str, str] = {
 }
 
 
+# Names whose network changed, with what a user of the former one needs to know.
+_RENAMED = {
+    "unet": " `unet` is keras-segmentation's unet since issue 27; the former unet (32/64/128 "
+    "filters, `widths`, `upsample`) is now `unet_mini`."
+}
+
+
+def _squash(name: str) -> str:
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
 def _lookup(name: str) -> Callable[..., nn.Module]:
-    squash = lambda s: str(s).lower().replace("-", "").replace("_", "")  # noqa: E731
-    found = {squash(k): v for k, v in _REGISTRY.items()}.get(squash(name))
+    found = {_squash(k): v for k, v in _REGISTRY.items()}.get(_squash(name))
     if found is None:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}.")
     return found
@@ -151,7 +182,7 @@ def field_value(name: str, field: str, **kwargs: Any) -> Any:
     """The value of ``field`` of the model ``name`` built with ``kwargs`` (None if it has
     no such field), without building it.
 
-    >>> field_value("resnet50_unet", "backbone"), field_value("unet", "backbone")
+    >>> field_value("resnet50_unet", "backbone"), field_value("unet_mini", "backbone")
     ('resnet50', None)
     """
     found = _lookup(name)
@@ -166,8 +197,14 @@ def field_value(name: str, field: str, **kwargs: Any) -> Any:
 
 def backbone_of(name: str, **kwargs: Any) -> str | None:
     """The pretrainable encoder (``"vgg16"``, ``"resnet50"``, ...) of the model ``name``
-    built with ``kwargs``; None for models without one."""
-    return field_value(name, "backbone", **kwargs)
+    built with ``kwargs``; None for models without one (keras-segmentation's vanilla
+    encoder has no pretrained weights).
+
+    >>> backbone_of("vgg_unet"), backbone_of("unet"), backbone_of("unet", backbone="vgg16")
+    ('vgg16', None, 'vgg16')
+    """
+    found = field_value(name, "backbone", **kwargs)
+    return found if found in encoders.PRETRAINABLE else None
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:
@@ -176,6 +213,9 @@ def get(name: str, **kwargs: Any) -> nn.Module:
     fields_ = set(fields(name))
     unknown = sorted(set(kwargs) - fields_)
     if unknown:
-        raise TypeError(f"model {name!r} does not take {unknown}; it takes {sorted(fields_)}.")
+        renamed = _RENAMED.get(_squash(name), "")
+        raise TypeError(
+            f"model {name!r} does not take {unknown}; it takes {sorted(fields_)}.{renamed}"
+        )
     check_arguments(kwargs)
     return found(**kwargs)

@@ -1,4 +1,4 @@
-"""U-Net (Ronneberger et al., 2015) as keras-segmentation builds it."""
+"""keras-segmentation's ``unet_mini``: a small U-Net (Ronneberger et al., 2015)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from fcnjax import ops
 from fcnjax.layers import UPSAMPLE_METHODS, ConvTranspose, Upsample, crop_to, pad_to_multiple
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
-__all__ = ["UNet"]
+__all__ = ["UNetMini"]
 
 _glorot = nn.initializers.glorot_uniform()  # Keras' default, as keras-segmentation
 
 
-class UNet(nn.Module):
-    """keras-segmentation's U-Net: Conv-Dropout-Conv blocks, max pooling, upsample + concatenate.
+class UNetMini(nn.Module):
+    """keras-segmentation's ``unet_mini``: Conv-Dropout-Conv blocks, max pooling, upsample + concat.
 
     For ``widths=(32, 64, 128)`` (the default): two blocks each followed by 2x2 max pooling,
     a bottom block, then per level an x2 upsampling concatenated with the skip (upsampled
@@ -40,7 +40,7 @@ class UNet(nn.Module):
     Returns logits ``(N, H, W, num_classes)``.
 
     >>> import jax, jax.numpy as jnp
-    >>> model = UNet(2)
+    >>> model = UNetMini(2)
     >>> x = jnp.ones((1, 97, 131, 3))
     >>> params = jax.eval_shape(model.init, jax.random.key(0), x)
     >>> jax.eval_shape(model.apply, params, x).shape
@@ -68,7 +68,7 @@ class UNet(nn.Module):
             raise ValueError(f"`dropout` must be a rate in [0, 1); got {self.dropout!r}.")
         x = jnp.asarray(x)
         if x.ndim != 4:
-            raise ValueError(f"UNet input must be (N, H, W, C); got shape {x.shape}.")
+            raise ValueError(f"UNetMini input must be (N, H, W, C); got shape {x.shape}.")
         kw = dict(kernel_init=_glorot, dtype=self.dtype, param_dtype=self.param_dtype)
         depth = len(self.widths) - 1
         x, size = pad_to_multiple(x, 2**depth)
