@@ -1,4 +1,5 @@
-"""Pure-function operations: transposed convolution, bilinear upsampling, max-unpooling.
+"""Pure-function operations: transposed convolution, bilinear upsampling, max-unpooling,
+adaptive average pooling.
 
 Everything here works on plain arrays, without Flax: ``from fcnjax import ops``.
 """
@@ -17,7 +18,7 @@ from fcnjax.ops._kernels import (
     kernel_to_keras,
     kernel_to_torch,
 )
-from fcnjax.ops._pooling import max_pool, max_pool_with_argmax, max_unpool
+from fcnjax.ops._pooling import adaptive_avg_pool, max_pool, max_pool_with_argmax, max_unpool
 from fcnjax.ops._upsample import (
     bilinear_filter,
     bilinear_kernel,
@@ -28,6 +29,7 @@ from fcnjax.ops._upsample import (
 __all__ = [
     "METHODS",
     "ConvTransposeGeometry",
+    "adaptive_avg_pool",
     "bilinear_filter",
     "bilinear_kernel",
     "conv",

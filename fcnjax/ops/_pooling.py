@@ -1,5 +1,5 @@
 """Max pooling (a fast non-overlapping form; one that records its switches) and unpooling
-with the switches (DeconvNet, SegNet)."""
+with the switches (DeconvNet, SegNet); average pooling into a fixed number of bins (PSPNet)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jax import lax
 from fcnjax.ops._args import per_dim
 from fcnjax.typing import Array, ArrayLike, IntOrSeq
 
-__all__ = ["max_pool", "max_pool_with_argmax", "max_unpool"]
+__all__ = ["adaptive_avg_pool", "max_pool", "max_pool_with_argmax", "max_unpool"]
 
 _NO_INDEX = jnp.iinfo(jnp.int32).max  # index of padding: loses every tie to a real sample
 
@@ -287,3 +287,37 @@ def _unpool_tiled(x: Array, indices: Array, size: tuple[int, ...], window) -> Ar
     taps = lax.broadcasted_iota(jnp.int32, (*local.shape, math.prod(window)), local.ndim)
     picked = jnp.where(local[..., None] == taps, x[..., None], jnp.zeros((), x.dtype))
     return _unwindows(picked, window, size)
+
+
+def adaptive_avg_pool(x: ArrayLike, output_size: IntOrSeq) -> Array:
+    """Average pooling into a fixed number of bins per spatial dimension (PyTorch's
+    ``AdaptiveAvgPool``; PSPNet's pyramid pooling, Zhao et al., 2017).
+
+    Over a dimension of ``L`` samples, bin ``i`` of ``p`` averages samples
+    ``floor(i * L / p)`` ... ``ceil((i + 1) * L / p) - 1``: where ``p`` divides ``L``,
+    average pooling with window and stride ``L / p`` (Keras' ``AveragePooling2D`` there);
+    elsewhere neighbouring bins share a sample. One matrix product per dimension.
+
+    Args:
+      x: ``(N, *spatial, C)``, floating point.
+      output_size: the bins, an int or one per spatial dimension, each at least 1.
+
+    Returns:
+      ``(N, *output_size, C)``.
+
+    >>> import jax.numpy as jnp
+    >>> adaptive_avg_pool(jnp.arange(5.0).reshape(1, 5, 1), 2)[0, :, 0]  # (0+1+2)/3, (2+3+4)/3
+    Array([1., 3.], dtype=float32)
+    """
+    x = _pooling_input(x)
+    bins = per_dim("output_size", output_size, x.ndim - 2, 1)
+    for d, (length, p) in enumerate(zip(x.shape[1:-1], bins)):
+        weights = np.zeros((length, p))
+        for i in range(p):
+            lo, hi = i * length // p, -(-(i + 1) * length // p)
+            weights[lo:hi, i] = 1.0 / (hi - lo)
+        y = jnp.tensordot(
+            x, jnp.asarray(weights, x.dtype), axes=[[d + 1], [0]], precision=lax.Precision.HIGHEST
+        )
+        x = jnp.moveaxis(y, -1, d + 1)
+    return x
