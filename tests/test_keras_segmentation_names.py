@@ -114,9 +114,13 @@ def randomize(ref, seed):
             w.assign((rng.standard_normal(w.shape) * 0.2).astype(np.float32))
 
 
+# Keras layers named as fcnjax's top-level layers (FCN's head, PSPNet's).
+TOP_LEVEL = ("conv6", "conv7", "score", "upscore", "psp", "seg_feats", "classifier")
+
+
 def flax_variables(ref):
-    """fcnjax's variables from the Keras model: ``block*`` layers into ``backbone``, FCN's
-    named layers at the top, keras_segmentation()'s unnamed decoder layers in order."""
+    """fcnjax's variables from the Keras model: ``block*`` layers into ``backbone``, the
+    named head layers at the top, keras_segmentation()'s unnamed decoder layers in order."""
     import keras
 
     params, stats = {}, {}
@@ -128,19 +132,21 @@ def flax_variables(ref):
         bn = isinstance(la, keras.layers.BatchNormalization)
         if la.name.startswith("block"):
             path, name = "backbone", la.name
-        elif la.name.startswith(("conv6", "conv7", "score", "upscore")):
+        elif la.name.startswith(TOP_LEVEL):
             path, name = None, la.name
         else:
             path, name = "decoder", next(bns) if bn else next(convs)
         p = params.setdefault(path, {}) if path else params
         if bn:
             p[name] = {"scale": np.asarray(la.gamma), "bias": np.asarray(la.beta)}
-            s = stats.setdefault(path, {})
+            s = stats.setdefault(path, {}) if path else stats
             s[name] = {"mean": np.asarray(la.moving_mean), "var": np.asarray(la.moving_variance)}
         elif isinstance(la, keras.layers.Conv2DTranspose):
             p[name] = {"kernel": np.asarray(ops.kernel_from_keras(la.kernel))}
         else:
-            p[name] = {"kernel": np.asarray(la.kernel), "bias": np.asarray(la.bias)}
+            p[name] = {"kernel": np.asarray(la.kernel)}
+            if la.use_bias:
+                p[name]["bias"] = np.asarray(la.bias)
     return {"params": params, "batch_stats": stats}
 
 
