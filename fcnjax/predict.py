@@ -31,6 +31,7 @@ import tqdm.auto
 from fcnjax import config as config_lib
 from fcnjax import data as data_lib
 from fcnjax import inference as inference_lib
+from fcnjax import models
 from fcnjax.data.images import read_image
 from fcnjax.ops import resize_logits
 from fcnjax.prediction_files import (
@@ -174,7 +175,7 @@ def load(
     """
     config, info, variables, step = _read(workdir, checkpoint)
     built = experiment.build(config, with_train=False, with_eval=False, info=info)
-    variables = _checked(built.run, variables, Path(workdir), checkpoint, step)
+    variables = _checked(built.run, variables, Path(workdir), checkpoint, step, built.model_name)
     options = inference_lib.check_options({**built.inference, **(inference or {})})
     return Predictor(config, built.run, variables, step, Path(workdir), options)
 
@@ -197,7 +198,9 @@ def _read(workdir: str | os.PathLike[str], checkpoint: str) -> tuple[Any, Any, d
     return config, _run_info(workdir), variables, step
 
 
-def _checked(run: Any, variables: dict, workdir: Path, checkpoint: str, step: int) -> Any:
+def _checked(
+    run: Any, variables: dict, workdir: Path, checkpoint: str, step: int, model_name: str
+) -> Any:
     """``variables`` on the device, refused (CheckpointError) unless they are the model's:
     Flax applies a model to parameters it does not use without a word, so another
     network's checkpoint must be refused here, not evaluated."""
@@ -205,9 +208,11 @@ def _checked(run: Any, variables: dict, workdir: Path, checkpoint: str, step: in
     problems = ckpt.mismatches(expected, variables)
     if problems:
         saved = _checkpoints(workdir, checkpoint) / str(step)
+        note = models.renamed(model_name)  # a name that changed meaning
         raise ckpt.CheckpointError(
             f"{saved} holds another network than {workdir / 'config.json'} "
             f"builds ({'; '.join(problems)}): the workdir's config and checkpoint disagree."
+            + (f" {note}" if note else "")
         )
     return jax.tree.map(jnp.asarray, variables)
 
@@ -336,7 +341,7 @@ def evaluate_segmentation(
     config.inference.threshold = options["threshold"]  # the task's evaluation labels by it
     built = experiment.build(config, with_train=False, info=info)  # the split's source only
     run = built.run
-    variables = _checked(run, variables, Path(workdir), checkpoint, step)
+    variables = _checked(run, variables, Path(workdir), checkpoint, step, built.model_name)
     size = batch_size or config.eval_batch_size or config.batch_size
     size = -(-size // jax.device_count()) * jax.device_count()
     results = evaluate.evaluate(

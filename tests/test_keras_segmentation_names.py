@@ -314,3 +314,18 @@ def test_bad_arguments_are_named():
     # The former unet's arguments: the error says where that network went.
     with pytest.raises(TypeError, match=r"does not take \['widths'\].*now `unet_mini`"):
         models.get("unet", num_classes=2, widths=(4, 8))
+
+
+def test_a_workdir_of_the_former_unet_says_where_it_went(tmp_path):
+    # A workdir trained before issue 27 names `unet` and holds unet_mini's parameters.
+    import types
+
+    from fcnjax import predict
+    from fcnjax.training.checkpoints import CheckpointError
+
+    x = jnp.zeros((1, 32, 32, 3))
+    old = jax.eval_shape(UNetMini(2, widths=(4, 8)).init, jax.random.key(0), x)
+    old = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), old)
+    run = types.SimpleNamespace(model=models.get("unet", num_classes=2), example_shape=x.shape)
+    with pytest.raises(CheckpointError, match="set model.name to unet_mini in its config.json"):
+        predict._checked(run, old, tmp_path, "latest", 1, "unet")

@@ -79,6 +79,7 @@ __all__ = [
     "field_value",
     "fields",
     "get",
+    "renamed",
 ]
 
 # keras-segmentation's ``unet``: its U-Net decoder on its vanilla encoder.
@@ -165,8 +166,9 @@ REFERENCES: dict[str, str] = {
 
 # Names whose network changed, with what a user of the former one needs to know.
 _RENAMED = {
-    "unet": " `unet` is keras-segmentation's unet since issue 27; the former unet (32/64/128 "
-    "filters, `widths`, `upsample`) is now `unet_mini`."
+    "unet": "`unet` is keras-segmentation's unet since issue 27; the former unet (32/64/128 "
+    "filters, `widths`, `upsample`) is now `unet_mini` (a workdir trained before: set "
+    "model.name to unet_mini in its config.json)."
 }
 
 
@@ -179,6 +181,16 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     if found is None:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}.")
     return found
+
+
+def renamed(name: str) -> str:
+    """A sentence for an error about the model ``name`` when its network changed meaning
+    (``unet`` in issue 27), else ``""``.
+
+    >>> renamed("fcn8s"), renamed("UNet")[:42]
+    ('', "`unet` is keras-segmentation's unet since ")
+    """
+    return _RENAMED.get(_squash(name), "")
 
 
 def fields(name: str) -> tuple[str, ...]:
@@ -227,9 +239,10 @@ def get(name: str, **kwargs: Any) -> nn.Module:
     fields_ = set(fields(name))
     unknown = sorted(set(kwargs) - fields_)
     if unknown:
-        renamed = _RENAMED.get(_squash(name), "")
+        note = renamed(name)
         raise TypeError(
-            f"model {name!r} does not take {unknown}; it takes {sorted(fields_)}.{renamed}"
+            f"model {name!r} does not take {unknown}; it takes {sorted(fields_)}."
+            + (f" {note}" if note else "")
         )
     check_arguments(kwargs)
     return found(**kwargs)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcnjax import data as data_lib
+from fcnjax import models
 from fcnjax.training import checkpoints as ckpt
 from fcnjax.training import optim, parallel, progress, summary
 from fcnjax.training import workdir as workdir_lib
@@ -131,11 +132,13 @@ def _check_resumable(experiment: Experiment, workdir: Path, state: TrainState) -
     ) or ckpt.mismatches(state, saved)
     if not problems:
         return
+    note = models.renamed(experiment.model_name)  # a name that changed meaning
     raise ckpt.CheckpointMismatchError(
         f"cannot resume from {directory / str(step)}: it holds another network or optimizer "
         f"than this config builds ({'; '.join(_changes(experiment, workdir) + problems)}). "
         f"The checkpoint is intact and nothing in {workdir} was changed: train this config in "
         f"another --workdir, or resume with the workdir's own config ({workdir / 'config.json'})."
+        + (f" {note}" if note else "")
     )
 
 
