@@ -617,7 +617,7 @@ def family(name, rng, dtype="float32", device="cpu", tiny=False):
         return title, model, sgd, batch, Segmentation(21), "fcn8s"
     if name in ("segnet", "segnet_small"):
         size = (360, 480) if name == "segnet" else (180, 240)
-        model = models.get("segnet", num_classes=11, **kw)
+        model = models.get("segnet_basic", num_classes=11, **kw)
         batch, shape = seg_batch(4, size, 11)
         momentum = dict(name="sgd", learning_rate=0.01, momentum=0.9)
         title = f"SegNet-Basic, 11 classes, batch {shape}, SGD momentum"

@@ -14,7 +14,7 @@ from fcnjax.config import default_config
 
 def get_config(arg: str | None = None):
     c = default_config()
-    c.model = dict(name="segnet", num_classes=11)  # SegNet-Basic: 4 levels of 64, 7x7
+    c.model = dict(name="segnet_basic", num_classes=11)  # 4 levels of 64, 7x7
     c.data = dict(name="camvid", root=None, split="train")
     c.eval_data = dict(split="val")
     c.input.size = (360, 480)

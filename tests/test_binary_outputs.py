@@ -32,9 +32,9 @@ NAMES = ("background", "pet")
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory) -> predict.Predictor:
-    config = family_config("unet")
+    config = family_config("unet_mini")
     multiclass = experiment.build(config, with_eval=False).run
-    model = models.get("unet", widths=(4, 8), num_classes=1)
+    model = models.get("unet_mini", widths=(4, 8), num_classes=1)
     task = dataclasses.replace(multiclass.task, num_classes=1)
     run_ = dataclasses.replace(multiclass, task=task, model=model, class_names=NAMES)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros(run_.example_shape))

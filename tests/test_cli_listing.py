@@ -84,10 +84,10 @@ def test_list_networks_counts_trainable_parameters_as_init_does(networks_output)
     assert rows["autoencoder"][:2] == ["51,459", "28x28x1"]
     assert rows["conv_autoencoder"][:2] == ["51,459", "28x28x1"]
     # A small network, initialised for real: only `params` count, not BatchNorm statistics.
-    model = models.get("segnet", num_classes=catalog.NUM_CLASSES)
+    model = models.get("segnet_basic", num_classes=catalog.NUM_CLASSES)
     variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, *catalog.INPUT_SHAPE)))
     count = sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
-    assert rows["segnet"][:2] == [f"{count:,}", "64x64x3"] and "batch_stats" in variables
+    assert rows["segnet_basic"][:2] == [f"{count:,}", "64x64x3"] and "batch_stats" in variables
     # Aliases agree, and FCN-8s has more (its skip layers) than FCN-32s.
     assert rows["fcn_8_vgg"][0] == rows["fcn8s"][0] == rows["fcn"][0]
     assert rows["fcn_32_resnet50"][0] == rows["fcn32s_resnet50"][0]

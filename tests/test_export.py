@@ -44,7 +44,7 @@ FAMILIES = {
         ),
         "unit",
     ),
-    "segnet": (dict(name="segnet", widths=(4, 8), kernel_size=3), "caffe"),
+    "segnet": (dict(name="segnet_basic", widths=(4, 8), kernel_size=3), "caffe"),
     "unet_mini": (dict(name="unet_mini", widths=(4, 8)), "unit"),
     "fcn_resnet50": (dict(name="fcn_resnet50", width=1 / 16), "imagenet"),
     "resnet50_unet": (dict(name="resnet50_unet", width=1 / 16), "imagenet"),

@@ -1,5 +1,5 @@
 """keras-segmentation's networks on its vanilla encoder (issue 27): ``unet``, its ``segnet``
-(``vanilla_segnet`` here), ``fcn_8``, ``fcn_32``; and ``unet_mini``. Against Keras built
+(SegNet-Basic is ``segnet_basic``), ``fcn_8``, ``fcn_32``; and ``unet_mini``. Against Keras built
 from keras-segmentation's published code (``basic_models.py``, ``unet.py``, ``segnet.py``,
 ``fcn.py``): parameter counts at the default widths, logits on the same weights; any input
 size; one training step each."""
@@ -97,7 +97,7 @@ def keras_model(name, shape, n_classes, width=1.0):
     import keras
 
     img_input, levels = keras_vanilla_encoder(shape, width)
-    if name in ("unet", "vanilla_segnet"):  # _unet / _segnet read levels[:4]
+    if name in ("unet", "segnet"):  # _unet / _segnet read levels[:4]
         decoder = "unet" if name == "unet" else "segnet"
         out = keras_segmentation(decoder, levels[:4], n_classes, width)
     else:
@@ -154,7 +154,7 @@ def flax_variables(ref):
 # Parameter counts and logits against Keras.
 # ------------------------------------------------------------------------------------
 
-VANILLA = ("unet", "vanilla_segnet", "fcn_8", "fcn_32")
+VANILLA = ("unet", "segnet", "fcn_8", "fcn_32")
 
 
 @pytest.mark.parametrize("name", VANILLA)
@@ -180,7 +180,7 @@ def test_unet_mini_keeps_keras_segmentations_count():
 
 @pytest.mark.parametrize(
     "name, size",
-    [("unet", (48, 80)), ("vanilla_segnet", (48, 80)), ("fcn_8", (64, 96)), ("fcn_32", (64, 96))],
+    [("unet", (48, 80)), ("segnet", (48, 80)), ("fcn_8", (64, 96)), ("fcn_32", (64, 96))],
 )
 def test_logits_equal_keras_on_the_same_weights(name, size):
     """48x80: a multiple of 16, not of 32 (keras-segmentation's U-Net takes it)."""
@@ -220,7 +220,7 @@ def test_any_input_size(name, size):
 
 TINY = {
     "unet": EncoderUNet(3, backbone="vanilla", width=1 / 16),
-    "vanilla_segnet": EncoderSegNet(3, backbone="vanilla", width=1 / 16),
+    "segnet": EncoderSegNet(3, backbone="vanilla", width=1 / 16),
     "fcn_8": EncoderFCN(3, width=1 / 16),
     "fcn_32": EncoderFCN(3, "32s", width=1 / 16),
 }
@@ -244,8 +244,7 @@ def test_one_training_step(name):
             mutable=["batch_stats"],
         )
         assert out.shape == (2, 37, 45, 3)
-        total, norm = task.loss_sums(out, {"mask": mask})
-        return total / norm, new
+        return task.loss(task.loss_sums(out, {"mask": mask})), new
 
     (value, new), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     assert np.isfinite(float(value))
@@ -259,7 +258,7 @@ def test_one_training_step(name):
 def test_names_fields_and_backbones():
     expected = {
         "unet": (EncoderUNet, "vanilla"),
-        "vanilla_segnet": (EncoderSegNet, "vanilla"),
+        "segnet": (EncoderSegNet, "vanilla"),
         "fcn_8": (EncoderFCN, "vanilla"),
         "fcn_32": (EncoderFCN, "vanilla"),
         "unet_mini": (UNetMini, None),
@@ -314,6 +313,8 @@ def test_bad_arguments_are_named():
     # The former unet's arguments: the error says where that network went.
     with pytest.raises(TypeError, match=r"does not take \['widths'\].*now `unet_mini`"):
         models.get("unet", num_classes=2, widths=(4, 8))
+    with pytest.raises(TypeError, match=r"\['kernel_size'\].*now `segnet_basic`"):
+        models.get("segnet", num_classes=2, kernel_size=3)
 
 
 def test_a_workdir_of_the_former_unet_says_where_it_went(tmp_path):
@@ -329,3 +330,9 @@ def test_a_workdir_of_the_former_unet_says_where_it_went(tmp_path):
     run = types.SimpleNamespace(model=models.get("unet", num_classes=2), example_shape=x.shape)
     with pytest.raises(CheckpointError, match="set model.name to unet_mini in its config.json"):
         predict._checked(run, old, tmp_path, "latest", 1, "unet")
+    # And one of the former segnet (SegNet-Basic) under that name.
+    old = jax.eval_shape(models.SegNet(2, widths=(4, 8)).init, jax.random.key(0), x)
+    old = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), old)
+    run = types.SimpleNamespace(model=models.get("segnet", num_classes=2), example_shape=x.shape)
+    with pytest.raises(CheckpointError, match="set model.name to segnet_basic in its config"):
+        predict._checked(run, old, tmp_path, "latest", 1, "segnet")

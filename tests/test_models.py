@@ -275,8 +275,8 @@ def test_registry():
         models.get("fcn64s", num_classes=2)
     with pytest.raises(ValueError, match="`variant` must be one of"):
         jax.eval_shape(FCN(2, "4s").init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    with pytest.raises(TypeError, match="model 'segnet'"):
-        models.get("segnet", num_klasses=2)
+    with pytest.raises(TypeError, match="model 'segnet_basic'"):
+        models.get("segnet_basic", num_klasses=2)
     with pytest.raises(ValueError, match="expects images of shape"):
         ConvAutoencoder().init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
 
@@ -289,7 +289,7 @@ TINY = {
     "fcn8s": (models.FCN8s(3, width=0.0625), (2, 40, 36, 3)),
     "fcn8s_features": (models.FCN8s(3, skip="features", width=0.0625), (2, 40, 36, 3)),
     "unet_transposed": (UNetMini(3, widths=(4, 8, 16), upsample="transposed"), (2, 21, 18, 3)),
-    "segnet": (SegNet(3, widths=(4, 8), kernel_size=3), (2, 21, 18, 3)),
+    "segnet_basic": (SegNet(3, widths=(4, 8), kernel_size=3), (2, 21, 18, 3)),
     "autoencoder": (ConvAutoencoder(), (2, 28, 28, 1)),
 }
 

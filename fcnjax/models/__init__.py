@@ -6,16 +6,17 @@ Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
 ``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``;
-its ``segnet`` is ``vanilla_segnet`` here, as fcnjax's ``segnet`` is SegNet-Basic). Case,
-``-`` and ``_`` are ignored.
+``segnet``; SegNet-Basic is ``segnet_basic``). Case, ``-`` and ``_`` are ignored.
 keras-segmentation's names give fcnjax's network of that name, which differs from
 keras-segmentation's where its own docstring says so (``fcn_8_vgg`` ... ``fcn_32_resnet50``
 are the FCN paper's head: no learnt final upsampler, and on a ResNet no 7x7, 4096-filter
 convolution; U-Net and SegNet: scores resized to the input).
 
-``unet`` (and :data:`UNet`) changed meaning in issue 27: it was keras-segmentation's
-``unet_mini`` (now ``unet_mini``, :class:`UNetMini`); it is keras-segmentation's ``unet``,
-its U-Net decoder on its vanilla encoder.
+``unet`` (and :data:`UNet`) and ``segnet`` changed meaning in issue 27: ``unet`` was
+keras-segmentation's ``unet_mini`` (now ``unet_mini``, :class:`UNetMini`) and is
+keras-segmentation's ``unet``, its U-Net decoder on its vanilla encoder; ``segnet`` was
+SegNet-Basic (now ``segnet_basic``; the class :class:`SegNet`) and is keras-segmentation's
+``segnet``, its SegNet decoder on its vanilla encoder.
 
 >>> from fcnjax import models
 >>> models.get("fcn8s", num_classes=21).variant
@@ -93,7 +94,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn8s": FCN8s,
     "conv_autoencoder": ConvAutoencoder,
     "autoencoder": ConvAutoencoder,
-    "segnet": SegNet,
+    "segnet_basic": SegNet,
     **{f"resnet{d}": functools.partial(ResNet, depth=d) for d in (18, 34, 50, 101, 152)},
     **{
         f"fcn{v}_resnet{d}": functools.partial(FCN, variant=v, backbone=f"resnet{d}")
@@ -105,7 +106,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     # keras-segmentation's names.
     "unet_mini": UNetMini,
     "unet": UNet,
-    "vanilla_segnet": functools.partial(EncoderSegNet, backbone="vanilla"),
+    "segnet": functools.partial(EncoderSegNet, backbone="vanilla"),
     "fcn_8": functools.partial(EncoderFCN, variant="8s"),
     "fcn_32": functools.partial(EncoderFCN, variant="32s"),
     "pspnet": PSPNet,
@@ -131,7 +132,7 @@ REFERENCES: dict[str, str] = {
     **{f"fcn{v}": f"FCN-{v} ({_LONG}) on VGG16" for v in ("32s", "16s", "8s")},
     "conv_autoencoder": "the POSTECH segmentation lab's convolutional autoencoder",
     "autoencoder": "the POSTECH lab's autoencoder (= conv_autoencoder)",
-    "segnet": "SegNet-Basic (Badrinarayanan et al., 2017)",
+    "segnet_basic": "SegNet-Basic (Badrinarayanan et al., 2017; segnet until issue 27)",
     **{f"resnet{d}": f"ResNet-{d} (He et al., 2016), an encoder" for d in (18, 34, 50, 101, 152)},
     **{
         f"fcn{v}_resnet{d}": f"FCN-{v} ({_LONG}) on ResNet-{d}"
@@ -142,7 +143,7 @@ REFERENCES: dict[str, str] = {
     "fcn_resnet101": "torchvision's fcn_resnet101",
     "unet_mini": "keras-segmentation's unet_mini (32/64/128; fcnjax's unet before issue 27)",
     "unet": "keras-segmentation's unet (U-Net decoder, vanilla encoder)",
-    "vanilla_segnet": "keras-segmentation's segnet (SegNet decoder, vanilla encoder)",
+    "segnet": "keras-segmentation's segnet (SegNet decoder, vanilla encoder)",
     "fcn_8": "keras-segmentation's fcn_8 (its FCN-8 head, vanilla encoder)",
     "fcn_32": "keras-segmentation's fcn_32 (its FCN-32 head, vanilla encoder)",
     "pspnet": "keras-segmentation's pspnet (pyramid pooling, vanilla encoder)",
@@ -168,7 +169,10 @@ REFERENCES: dict[str, str] = {
 _RENAMED = {
     "unet": "`unet` is keras-segmentation's unet since issue 27; the former unet (32/64/128 "
     "filters, `widths`, `upsample`) is now `unet_mini` (a workdir trained before: set "
-    "model.name to unet_mini in its config.json)."
+    "model.name to unet_mini in its config.json).",
+    "segnet": "`segnet` is keras-segmentation's segnet since issue 27; the former segnet "
+    "(SegNet-Basic: `widths`, `kernel_size`, max-unpooling) is now `segnet_basic` (a workdir "
+    "trained before: set model.name to segnet_basic in its config.json).",
 }
 
 
@@ -185,7 +189,7 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
 
 def renamed(name: str) -> str:
     """A sentence for an error about the model ``name`` when its network changed meaning
-    (``unet`` in issue 27), else ``""``.
+    (``unet`` and ``segnet`` in issue 27), else ``""``.
 
     >>> renamed("fcn8s"), renamed("UNet")[:42]
     ('', "`unet` is keras-segmentation's unet since ")

@@ -163,8 +163,8 @@ class EncoderUNet(nn.Module):
 
 
 class EncoderSegNet(EncoderUNet):
-    """keras-segmentation's ``segnet`` (``backbone="vanilla"``; fcnjax's ``segnet`` is
-    SegNet-Basic), ``vgg_segnet``, ``resnet50_segnet``: the SegNet decoder (no skips, no
+    """keras-segmentation's ``segnet`` (``backbone="vanilla"``; SegNet-Basic is
+    ``segnet_basic``), ``vgg_segnet``, ``resnet50_segnet``: the SegNet decoder (no skips, no
     ReLU) on an encoder; attributes and output as :class:`EncoderUNet`.
 
     >>> import jax, jax.numpy as jnp
