@@ -11,6 +11,7 @@ keras-segmentation's names give fcnjax's network of that name, which differs fro
 keras-segmentation's where its own docstring says so (``fcn_8_vgg`` ... ``fcn_32_resnet50``
 are the FCN paper's head: no learnt final upsampler, and on a ResNet no 7x7, 4096-filter
 convolution; U-Net and SegNet: scores resized to the input).
+``unet3_plus`` is UNet 3+ as its authors' PyTorch code builds it (:class:`UNet3Plus`).
 
 ``unet`` (and :data:`UNet`) and ``segnet`` changed meaning in issue 27: ``unet`` was
 keras-segmentation's ``unet_mini`` (now ``unet_mini``, :class:`UNetMini`) and is
@@ -44,6 +45,7 @@ from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderU
 from fcnjax.models.pspnet import PSPNet
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from fcnjax.models.segnet import SegNet
+from fcnjax.models.unet3_plus import UNet3Plus
 from fcnjax.models.unet_mini import UNetMini
 from fcnjax.models.vanilla import VanillaEncoder
 from fcnjax.models.vgg import VGG16
@@ -71,6 +73,7 @@ __all__ = [
     "REFERENCES",
     "SegNet",
     "UNet",
+    "UNet3Plus",
     "UNetMini",
     "VanillaEncoder",
     "backbone_mask",
@@ -120,6 +123,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn_32_vgg": FCN32s,
     "fcn_8_resnet50": functools.partial(FCN, variant="8s", backbone="resnet50"),
     "fcn_32_resnet50": functools.partial(FCN, variant="32s", backbone="resnet50"),
+    "unet3_plus": UNet3Plus,
 }
 NAMES = tuple(_REGISTRY)
 
@@ -162,6 +166,7 @@ REFERENCES: dict[str, str] = {
     "fcn_32_vgg": "keras-segmentation's fcn_32_vgg (= fcn32s)",
     "fcn_8_resnet50": "keras-segmentation's fcn_8_resnet50 (= fcn8s_resnet50)",
     "fcn_32_resnet50": "keras-segmentation's fcn_32_resnet50 (= fcn32s_resnet50)",
+    "unet3_plus": "UNet 3+ (Huang et al., 2020), as its authors' UNet_3Plus (ZJUGiveLab)",
 }
 
 

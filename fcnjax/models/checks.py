@@ -37,6 +37,8 @@ RULES = {
     "num_classes": (lambda v: v is None or (_is_int(v) and v > 0), "a positive int or None"),
     "width": (lambda v: _is_number(v) and v > 0, "a positive number"),
     "widths": (_positive_ints, "a non-empty tuple of positive ints"),
+    "filters": (_positive_ints, "a non-empty tuple of positive ints"),
+    "cat_channels": (lambda v: v is None or (_is_int(v) and v > 0), "a positive int or None"),
     "features": (lambda v: _positive_ints(v) and len(v) == 2, "two positive ints"),
     "latent_dim": (lambda v: _is_int(v) and v > 0, "a positive int"),
     "channels": (lambda v: _is_int(v) and v > 0, "a positive int"),
