@@ -5,8 +5,9 @@ Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s
 ``fcn_resnet101``, ``resnet18`` ... ``resnet152``) and keras-segmentation's
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
-``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``;
-``segnet``; SegNet-Basic is ``segnet_basic``). Case, ``-`` and ``_`` are ignored.
+``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``,
+``pspnet_50``, ``pspnet_101``, ``segnet``; SegNet-Basic is ``segnet_basic``). Case, ``-``
+and ``_`` are ignored.
 keras-segmentation's names give fcnjax's network of that name, which differs from
 keras-segmentation's where its own docstring says so (``fcn_8_vgg`` ... ``fcn_32_resnet50``
 are the FCN paper's head: no learnt final upsampler, and on a ResNet no 7x7, 4096-filter
@@ -43,6 +44,7 @@ from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
 from fcnjax.models.pspnet import PSPNet
+from fcnjax.models.pspnet_caffe import PSPNetCaffe
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from fcnjax.models.segnet import SegNet
 from fcnjax.models.unet3_plus import UNet3Plus
@@ -70,6 +72,7 @@ __all__ = [
     "ResNet101",
     "ResNet152",
     "PSPNet",
+    "PSPNetCaffe",
     "REFERENCES",
     "SegNet",
     "UNet",
@@ -115,6 +118,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "pspnet": PSPNet,
     "vgg_pspnet": functools.partial(PSPNet, backbone="vgg16"),
     "resnet50_pspnet": functools.partial(PSPNet, backbone="resnet50"),
+    "pspnet_50": functools.partial(PSPNetCaffe, depth=50),
+    "pspnet_101": functools.partial(PSPNetCaffe, depth=101),
     "vgg_unet": functools.partial(EncoderUNet, backbone="vgg16"),
     "resnet50_unet": functools.partial(EncoderUNet, backbone="resnet50"),
     "vgg_segnet": functools.partial(EncoderSegNet, backbone="vgg16"),
@@ -151,6 +156,8 @@ REFERENCES: dict[str, str] = {
     "fcn_8": "keras-segmentation's fcn_8 (its FCN-8 head, vanilla encoder)",
     "fcn_32": "keras-segmentation's fcn_32 (its FCN-32 head, vanilla encoder)",
     "pspnet": "keras-segmentation's pspnet (pyramid pooling, vanilla encoder)",
+    "pspnet_50": "keras-segmentation's pspnet_50 (Caffe PSPNet, dilated ResNet-50)",
+    "pspnet_101": "keras-segmentation's pspnet_101 (Caffe PSPNet, dilated ResNet-101)",
     **{
         name: f"keras-segmentation's {name}"
         for name in (

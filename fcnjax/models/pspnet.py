@@ -3,7 +3,7 @@ al., 2017) on an encoder's stride-32 features.
 
 keras-segmentation names it ``pspnet`` (its vanilla encoder), ``vgg_pspnet`` and
 ``resnet50_pspnet``. Its ``pspnet_50`` / ``pspnet_101`` (``_pspnet_2.py``, the original
-dilated networks) are other networks, not built here.
+dilated networks) are other networks: :mod:`fcnjax.models.pspnet_caffe`.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ network:
 * :mod:`fcnjax.weights.resnet`: ResNet's tensors in torchvision's and Keras' releases
   (and the first Keras ResNet50's Caffe names, :mod:`fcnjax.weights.resnet_names`),
   BatchNorm statistics included.
+* :mod:`fcnjax.weights.pspnet_caffe`: keras-segmentation's pretrained ``pspnet_50`` /
+  ``pspnet_101`` files (whole networks, by their Caffe layer names),
+  :func:`load_pspnet_caffe`.
 * :mod:`fcnjax.weights.backbone`, for any backbone: the one shape checker of every loader
   (a file's tensors against the network's shapes: every missing, unexpected and misshapen
   tensor listed in one error) and :func:`into_backbone`.
@@ -42,6 +45,7 @@ from fcnjax.weights.files import (
     WeightsUnavailableError,
     default_cache_dir,
 )
+from fcnjax.weights.pspnet_caffe import PSPNET_URLS, load_pspnet_caffe
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
@@ -49,6 +53,7 @@ __all__ = [
     "KERAS_CAFFE",
     "KERAS_RESNET_URLS",
     "KNOWN_CHECKSUMS",
+    "PSPNET_URLS",
     "TORCHVISION",
     "TORCHVISION_RESNET_URLS",
     "TORCHVISION_VGG16_URL",
@@ -58,6 +63,7 @@ __all__ = [
     "WeightsUnavailableError",
     "default_cache_dir",
     "into_backbone",
+    "load_pspnet_caffe",
     "load_resnet",
     "load_vgg16",
 ]
