@@ -2,7 +2,8 @@
 
 Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s``,
 ``fcn8s``, and ``fcn8s_resnet50`` ... on a ResNet), torchvision's (``fcn_resnet50``,
-``fcn_resnet101``, ``resnet18`` ... ``resnet152``) and keras-segmentation's
+``fcn_resnet101``, ``lraspp_mobilenet_v3_large``, ``resnet18`` ... ``resnet152``,
+``mobilenet_v3_large``) and keras-segmentation's
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
 ``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``,
@@ -43,6 +44,8 @@ from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
+from fcnjax.models.lraspp import LRASPP, LRASPPHead
+from fcnjax.models.mobilenet_v3 import MobileNetV3Large
 from fcnjax.models.pspnet import PSPNet
 from fcnjax.models.pspnet_caffe import PSPNetCaffe
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
@@ -65,6 +68,9 @@ __all__ = [
     "EncoderSegNet",
     "EncoderUNet",
     "FCNResNet",
+    "LRASPP",
+    "LRASPPHead",
+    "MobileNetV3Large",
     "ResNet",
     "ResNet18",
     "ResNet34",
@@ -109,6 +115,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     },
     "fcn_resnet50": functools.partial(FCNResNet, backbone="resnet50"),
     "fcn_resnet101": functools.partial(FCNResNet, backbone="resnet101"),
+    "mobilenet_v3_large": MobileNetV3Large,
+    "lraspp_mobilenet_v3_large": LRASPP,
     # keras-segmentation's names.
     "unet_mini": UNetMini,
     "unet": UNet,
@@ -150,6 +158,8 @@ REFERENCES: dict[str, str] = {
     },
     "fcn_resnet50": "torchvision's fcn_resnet50",
     "fcn_resnet101": "torchvision's fcn_resnet101",
+    "mobilenet_v3_large": "MobileNetV3-Large (Howard et al., 2019), torchvision's, an encoder",
+    "lraspp_mobilenet_v3_large": "torchvision's lraspp_mobilenet_v3_large (LR-ASPP)",
     "unet_mini": "keras-segmentation's unet_mini (32/64/128; fcnjax's unet before issue 27)",
     "unet": "keras-segmentation's unet (U-Net decoder, vanilla encoder)",
     "segnet": "keras-segmentation's segnet (SegNet decoder, vanilla encoder)",

@@ -6,6 +6,12 @@ an encoder by name (``"vgg16"``, ``"resnet50"``, ...) and reads its five feature
 
 * VGG16: ``pool1`` ... ``pool5``;
 * ResNet: ``stem`` (after the stem's ReLU), ``layer1`` ... ``layer4``;
+* torchvision's MobileNetV3-Large (``"mobilenet_v3_large"``,
+  :class:`~fcnjax.models.mobilenet_v3.MobileNetV3Large`): ``features_1``, ``features_3``,
+  ``features_6``, ``features_12``, ``features_16``; at ``output_stride=16`` (torchvision's
+  ``dilated=True``) ``features_16`` stays at stride 16. Its taps also hold torchvision's
+  segmentation taps ``low`` (stride 8, 40 channels: the aux head's and LR-ASPP's) and
+  ``high`` (= ``features_16``, 960 channels: DeepLabV3's and LR-ASPP's ``out``);
 * keras-segmentation's vanilla encoder (``"vanilla"``, :class:`VanillaEncoder`):
   ``pool1`` ... ``pool5``. It has no pretrained weights (it is not in :data:`PRETRAINABLE`).
 
@@ -19,6 +25,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from fcnjax.models import mobilenet_v3
 from fcnjax.models.resnet import STYLES, ResNet
 from fcnjax.models.vanilla import VanillaEncoder
 from fcnjax.models.vgg import VGG16
@@ -28,7 +35,7 @@ __all__ = ["ENCODERS", "PRETRAINABLE", "RESNETS", "encoder", "levels"]
 
 RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 # The encoders that ImageNet weights exist for (init.backbone_weights).
-PRETRAINABLE = ("vgg16", "vgg16_bn", *RESNETS)
+PRETRAINABLE = ("vgg16", "vgg16_bn", *RESNETS, "mobilenet_v3_large")
 ENCODERS = (*PRETRAINABLE, "vanilla")
 
 
@@ -48,7 +55,8 @@ def encoder(
       name: one of :data:`ENCODERS`.
       width: channel multiplier.
       style: a ResNet's arithmetic, ``"torchvision"`` or ``"keras"`` (ignored otherwise).
-      output_stride: a ResNet's stride of ``f5`` (32, 16 or 8); the others only have 32.
+      output_stride: a ResNet's stride of ``f5`` (32, 16 or 8), MobileNetV3's (32 or 16);
+        the others only have 32.
       levels: how many of ``f1`` ... ``f5`` the decoder reads: the encoder stops there
         (keras-segmentation's U-Net and SegNet read four, and have no ``block5`` or
         ``layer4`` parameters).
@@ -74,6 +82,14 @@ def encoder(
             name="backbone",
             **kw,
         )
+    if name == "mobilenet_v3_large":
+        if output_stride not in (16, 32):
+            raise ValueError(f"`output_stride` must be 32 or 16 for {name}; got {output_stride!r}.")
+        kw.pop("fc", None), kw.pop("fc_dropout", None)
+        dilated = output_stride == 16
+        return mobilenet_v3.MobileNetV3Large(
+            width, dilated, levels, bn_axis_name=bn_axis_name, name="backbone", **kw
+        )
     if output_stride != 32:
         raise ValueError(f"`output_stride` must be 32 for {name}; got {output_stride!r}.")
     if name == "vanilla":
@@ -94,5 +110,6 @@ def levels(taps: dict[str, Array]) -> tuple[Array, ...]:
     """``(f1, f2, f3, f4, f5)``: an encoder's features at strides 2 ... 32, from its taps
     (as many as it computed)."""
     names = ("stem", "layer1", "layer2", "layer3", "layer4") if "stem" in taps else None
+    names = names or (mobilenet_v3.LEVELS if "features_1" in taps else None)
     names = names or ("pool1", "pool2", "pool3", "pool4", "pool5")
     return tuple(taps[n] for n in names if n in taps)

@@ -19,7 +19,8 @@ __all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "VARIANTS", "SKIPS", "backbone_ma
 
 VARIANTS = ("32s", "16s", "8s")
 SKIPS = ("score", "features")
-BACKBONES = PRETRAINABLE  # keras-segmentation's fcn_8 on its vanilla encoder: EncoderFCN
+# keras-segmentation's fcn_8 on its vanilla encoder: EncoderFCN; no FCN on MobileNetV3.
+BACKBONES = tuple(b for b in PRETRAINABLE if not b.startswith("mobilenet"))
 _glorot = nn.initializers.glorot_uniform()  # Keras' default, for the POSTECH lab's network
 
 
@@ -188,11 +189,15 @@ def _is_resnet_layer(name: str) -> bool:
     return name in ("conv1", "bn1") or (name.startswith("layer") and "_" in name)
 
 
+def _is_mobilenet_layer(name: str) -> bool:
+    return name.startswith("features_")
+
+
 def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
     """A pytree of bools like ``params``: True for the encoder's pretrainable layers.
 
-    These are the VGG16 convolutions (``block*_conv*``) or a ResNet's every layer
-    (``conv1``, ``bn1``, ``layer*``), under ``key``.
+    These are the VGG16 convolutions (``block*_conv*``), a ResNet's every layer
+    (``conv1``, ``bn1``, ``layer*``) or a MobileNetV3's (``features_*``), under ``key``.
 
     Use it to freeze the backbone (the POSTECH lab sets ``base_model.trainable = False``), e.g.
     ``optax.multi_transform({True: optax.set_to_zero(), False: tx}, backbone_mask(p))``.
@@ -211,6 +216,8 @@ def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
         if key not in names:
             return False
         after = names[names.index(key) + 1 :]
-        return bool(after) and (after[0] in VGG16_CONVS or _is_resnet_layer(after[0]))
+        return bool(after) and (
+            after[0] in VGG16_CONVS or _is_resnet_layer(after[0]) or _is_mobilenet_layer(after[0])
+        )
 
     return jax.tree_util.tree_map_with_path(mark, params)

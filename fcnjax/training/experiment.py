@@ -281,8 +281,12 @@ def _total_steps(c, train_source: Any) -> int:
 def _load_backbone(backbone: str, spec: str, fc: bool, style: str) -> tuple[dict, str | None, Any]:
     """``(variables, style, preprocessing)`` of a backbone's weights file (cached).
 
-    ``"imagenet"`` is torchvision's ResNet file, or Keras' for ``style="keras"``."""
+    ``"imagenet"`` is torchvision's ResNet file, or Keras' for ``style="keras"``;
+    torchvision's for MobileNetV3-Large."""
     path = None if spec == "imagenet" else spec
+    if backbone == "mobilenet_v3_large":
+        variables, preprocessing = weights.load_mobilenet_v3(path)
+        return variables, None, preprocessing
     if backbone in models.encoders.RESNETS:
         depth = models.encoders.RESNETS[backbone]
         if path is None and style == "keras":

@@ -1,4 +1,4 @@
-"""Pretrained backbone weights: VGG16 and ResNet from Keras or torchvision files.
+"""Pretrained backbone weights: VGG16, ResNet and MobileNetV3 from Keras or torchvision files.
 
 FCN starts from an ImageNet-trained VGG16, the models with a ResNet encoder from a ResNet.
 :func:`load_vgg16` reads one of VGG16's two public releases, or a file of the same
@@ -7,8 +7,10 @@ layout (any width), and returns plain NumPy parameters for
 trained with (:class:`Preprocessing`); :func:`load_resnet` does the same for
 :class:`~fcnjax.models.resnet.ResNet` (torchvision's ``resnet18`` ... ``resnet152`` or
 ``keras.applications``' ResNet50/101/152), with the BatchNorm statistics and the
-arithmetic ``style`` the file needs. :func:`into_backbone` places them in a model's
-parameter tree (and, for a ResNet, its ``batch_stats``).
+arithmetic ``style`` the file needs; :func:`load_mobilenet_v3` reads torchvision's
+MobileNetV3-Large (:class:`~fcnjax.models.mobilenet_v3.MobileNetV3Large`, BatchNorm
+statistics included). :func:`into_backbone` places them in a model's parameter tree
+(and, for a ResNet or MobileNetV3, its ``batch_stats``).
 
 The package is one loader shared by every backbone and one module of key maps per
 network:
@@ -26,6 +28,7 @@ network:
 * :mod:`fcnjax.weights.resnet`: ResNet's tensors in torchvision's and Keras' releases
   (and the first Keras ResNet50's Caffe names, :mod:`fcnjax.weights.resnet_names`),
   BatchNorm statistics included.
+* :mod:`fcnjax.weights.mobilenet_v3`: MobileNetV3-Large's tensors in torchvision's release.
 * :mod:`fcnjax.weights.pspnet_caffe`: keras-segmentation's pretrained ``pspnet_50`` /
   ``pspnet_101`` files (whole networks, by their Caffe layer names),
   :func:`load_pspnet_caffe`.
@@ -45,6 +48,7 @@ from fcnjax.weights.files import (
     WeightsUnavailableError,
     default_cache_dir,
 )
+from fcnjax.weights.mobilenet_v3 import TORCHVISION_MOBILENET_V3_LARGE_URL, load_mobilenet_v3
 from fcnjax.weights.pspnet_caffe import PSPNET_URLS, load_pspnet_caffe
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
@@ -55,6 +59,7 @@ __all__ = [
     "KNOWN_CHECKSUMS",
     "PSPNET_URLS",
     "TORCHVISION",
+    "TORCHVISION_MOBILENET_V3_LARGE_URL",
     "TORCHVISION_RESNET_URLS",
     "TORCHVISION_VGG16_URL",
     "VGG16_URLS",
@@ -63,6 +68,7 @@ __all__ = [
     "WeightsUnavailableError",
     "default_cache_dir",
     "into_backbone",
+    "load_mobilenet_v3",
     "load_pspnet_caffe",
     "load_resnet",
     "load_vgg16",
