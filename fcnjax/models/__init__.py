@@ -40,6 +40,7 @@ from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
+from fcnjax.models.nnx_bridge import to_nnx
 from fcnjax.models.pspnet import PSPNet
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from fcnjax.models.segnet import SegNet
@@ -80,6 +81,7 @@ __all__ = [
     "fields",
     "get",
     "renamed",
+    "to_nnx",
 ]
 
 # keras-segmentation's ``unet``: its U-Net decoder on its vanilla encoder.
