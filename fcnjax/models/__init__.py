@@ -46,6 +46,7 @@ from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
 from fcnjax.models.lraspp import LRASPP, LRASPPHead
 from fcnjax.models.mobilenet_v3 import MobileNetV3Large
+from fcnjax.models.nnx_bridge import to_nnx
 from fcnjax.models.pspnet import PSPNet
 from fcnjax.models.pspnet_caffe import PSPNetCaffe
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
@@ -93,6 +94,7 @@ __all__ = [
     "fields",
     "get",
     "renamed",
+    "to_nnx",
 ]
 
 # keras-segmentation's ``unet``: its U-Net decoder on its vanilla encoder.
