@@ -6,6 +6,9 @@ environment (keras-segmentation needs TensorFlow-era Keras; torchvision does not
 beside the pinned CPU torch); each is quoted from the named source file.
 """
 
+import re
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -66,3 +69,13 @@ def test_the_names_are_each_libraries_own():
     assert all("keras-segmentation" in ref for ref in library.values()), library
     library = {name: models.REFERENCES[name] for name in TORCHVISION}
     assert all("torchvision" in ref for ref in library.values()), library
+
+
+def test_the_readme_table_lists_every_name():
+    """Each registered name is in the first column of the README's model table."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("| name | network |", 1)[1].split("\n\n", 1)[0]
+    listed = set()
+    for row in table.splitlines()[2:]:
+        listed |= set(re.findall(r"`([a-z0-9_]+)`", row.split(" | ", 1)[0]))
+    assert set(models.NAMES) - listed == set()
