@@ -26,6 +26,9 @@ network:
 * :mod:`fcnjax.weights.resnet`: ResNet's tensors in torchvision's and Keras' releases
   (and the first Keras ResNet50's Caffe names, :mod:`fcnjax.weights.resnet_names`),
   BatchNorm statistics included.
+* :mod:`fcnjax.weights.segmentation`: whole networks from PyTorch state dicts
+  (:func:`load_torchvision_segmentation`): torchvision's ``fcn_resnet*`` and
+  ``deeplabv3_resnet*``, segmentation_models_pytorch's ``DeepLabV3Plus`` on a ResNet.
 * :mod:`fcnjax.weights.backbone`, for any backbone: the one shape checker of every loader
   (a file's tensors against the network's shapes: every missing, unexpected and misshapen
   tensor listed in one error) and :func:`into_backbone`.
@@ -43,6 +46,7 @@ from fcnjax.weights.files import (
     default_cache_dir,
 )
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
+from fcnjax.weights.segmentation import load_torchvision_segmentation, segmentation_variables
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
 __all__ = [
@@ -59,5 +63,7 @@ __all__ = [
     "default_cache_dir",
     "into_backbone",
     "load_resnet",
+    "load_torchvision_segmentation",
     "load_vgg16",
+    "segmentation_variables",
 ]
