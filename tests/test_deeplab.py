@@ -284,7 +284,7 @@ def test_deeplabv3_resnet50_matches_torchvisions_arithmetic():
         expected = nhwc(net(nchw(x))["out"])
         net.train()
         expected_train = {n: nhwc(v) for n, v in net(nchw(x)).items()}
-    model = DeepLabV3(k, aux_loss=True, width=WIDTH, dropout=0.0, aux_dropout=0.0)
+    model = DeepLabV3(k, aux_loss=True, width=WIDTH, dropout=0.0, aspp_dropout=0.0)
     variables = weights.segmentation_variables(state, model)
     assert_close(jax.jit(model.apply)(variables, x), expected)
     apply = functools.partial(model.apply, train=True, mutable=["batch_stats"])
@@ -425,8 +425,10 @@ def test_names_fields_and_errors():
         shapes_of(DeepLabV3Plus(2, output_stride=32), IMAGE)
     with pytest.raises(ValueError, match="`backbone` must be a ResNet"):
         shapes_of(DeepLabV3(2, backbone="vgg16"), IMAGE)
-    with pytest.raises(ValueError, match="`aux_dropout` must be a rate"):
-        shapes_of(DeepLabV3(2, aux_dropout=1.0), IMAGE)
+    with pytest.raises(ValueError, match="`aspp_dropout` must be a rate"):
+        shapes_of(DeepLabV3Plus(2, aspp_dropout=1.0), IMAGE)
+    with pytest.raises(ValueError, match="`model.aspp_dropout` must be a rate"):
+        models.check_arguments({"aspp_dropout": -0.1}, prefix="model.")
 
 
 @pytest.mark.requires_torch

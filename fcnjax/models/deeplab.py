@@ -36,8 +36,10 @@ _xavier_uniform = nn.initializers.glorot_uniform()
 def _check(model: nn.Module, x: ArrayLike) -> Array:
     if not isinstance(model.num_classes, int) or model.num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int; got {model.num_classes!r}.")
-    if not 0 <= model.dropout < 1:
-        raise ValueError(f"`dropout` must be a rate in [0, 1); got {model.dropout!r}.")
+    for field in ("dropout", "aspp_dropout"):
+        rate = getattr(model, field, 0.0)
+        if not 0 <= rate < 1:
+            raise ValueError(f"`{field}` must be a rate in [0, 1); got {rate!r}.")
     x = jnp.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"{type(model).__name__} input must be (N, H, W, C); got {x.shape}.")
@@ -65,8 +67,8 @@ class DeepLabV3(nn.Module):
       backbone: ``"resnet50"`` or ``"resnet101"`` (torchvision's; any ResNet works).
       backbone_style: ``"torchvision"`` or ``"keras"`` (the weights file decides).
       aux_loss: also build and train the auxiliary head.
-      dropout: ASPP's dropout (0.5).
-      aux_dropout: the auxiliary head's dropout (0.1).
+      dropout: the auxiliary head's dropout (0.1), as :class:`FCNResNet`'s.
+      aspp_dropout: ASPP's dropout (0.5).
       atrous_rates: ASPP's rates.
       width: channel multiplier of the encoder and the heads.
       bn_axis_name: the mapped axis whose devices share batch statistics (pmap).
@@ -88,8 +90,8 @@ class DeepLabV3(nn.Module):
     backbone: str = "resnet50"
     backbone_style: str = "torchvision"
     aux_loss: bool = False
-    dropout: float = 0.5
-    aux_dropout: float = 0.1
+    dropout: float = 0.1
+    aspp_dropout: float = 0.5
     atrous_rates: Sequence[int] = ATROUS_RATES
     width: float = 1.0
     bn_axis_name: str | None = None
@@ -102,8 +104,6 @@ class DeepLabV3(nn.Module):
             raise ValueError(
                 f"`backbone` must be a ResNet, one of {tuple(RESNETS)}; got {self.backbone!r}."
             )
-        if not 0 <= self.aux_dropout < 1:
-            raise ValueError(f"`aux_dropout` must be a rate in [0, 1); got {self.aux_dropout!r}.")
         x = _check(self, x)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         taps = encoder(
@@ -118,7 +118,7 @@ class DeepLabV3(nn.Module):
         h = ASPP(
             features,
             tuple(self.atrous_rates),
-            dropout=self.dropout,
+            dropout=self.aspp_dropout,
             bn_axis_name=self.bn_axis_name,
             name="aspp",
             **kw,
@@ -138,7 +138,7 @@ class DeepLabV3(nn.Module):
         aux = fcn_head(
             taps["layer3"],
             self.num_classes,
-            self.aux_dropout,
+            self.dropout,
             "aux_classifier",
             train,
             self.bn_axis_name,
@@ -181,7 +181,7 @@ class DeepLabV3Plus(nn.Module):
       backbone_style: a ResNet's arithmetic, ``"torchvision"`` (smp's ResNets) or
         ``"keras"``.
       output_stride: 16 (smp's default) or 8: the stride of ``f5``.
-      dropout: ASPP's dropout (0.5).
+      aspp_dropout: ASPP's dropout (0.5; smp's ``decoder_aspp_dropout``).
       atrous_rates: ASPP's rates (smp's ``decoder_atrous_rates``).
       width: channel multiplier of the encoder and the decoder.
       bn_axis_name: the mapped axis whose devices share batch statistics (pmap).
@@ -203,7 +203,7 @@ class DeepLabV3Plus(nn.Module):
     backbone: str = "resnet50"
     backbone_style: str = "torchvision"
     output_stride: int = 16
-    dropout: float = 0.5
+    aspp_dropout: float = 0.5
     atrous_rates: Sequence[int] = ATROUS_RATES
     width: float = 1.0
     bn_axis_name: str | None = None
@@ -251,7 +251,7 @@ class DeepLabV3Plus(nn.Module):
             features,
             tuple(self.atrous_rates),
             separable=True,
-            dropout=self.dropout,
+            dropout=self.aspp_dropout,
             bn_axis_name=self.bn_axis_name,
             name="aspp",
             **dec,
