@@ -252,16 +252,17 @@ def test_deeplabv3_has_torchvisions_parameter_count(name, expected):
 
 
 @pytest.mark.requires_torch
-def test_deeplabv3plus_resnet50_has_smps_parameter_count():
-    torch_model = torch_deeplabv3plus(50, 21, 1.0)
-    expected = sum(p.numel() for p in torch_model.parameters())
-    variables, logits = shapes_of(models.get("deeplabv3plus_resnet50", num_classes=21), IMAGE)
-    assert count(variables["params"]) == expected == 26_682_725
+@pytest.mark.parametrize("depth, expected", [(50, 26_682_725), (101, 45_674_853)])
+def test_deeplabv3plus_has_smps_parameter_count(depth, expected):
+    torch_model = torch_deeplabv3plus(depth, 21, 1.0)
+    assert sum(p.numel() for p in torch_model.parameters()) == expected
+    model = models.get(f"deeplabv3plus_resnet{depth}", num_classes=21)
+    variables, logits = shapes_of(model, IMAGE)
+    assert count(variables["params"]) == expected
     assert logits.shape == (1, 97, 131, 21)
-    # The state dict's names and shapes map one to one (torch's BatchNorm counter aside).
-    shapes = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), variables)
-    n_torch = sum(1 for k in torch_model.state_dict() if not k.endswith("num_batches_tracked"))
-    assert len(jax.tree.leaves(shapes)) == n_torch
+    # Every tensor of smp's full-size state dict has its place, of the right shape.
+    loaded = weights.segmentation_variables(state_of(torch_model), model)
+    assert jax.tree.map(np.shape, loaded) == jax.tree.map(lambda s: s.shape, variables)
 
 
 # ------------------------------------------------------------------------------------
@@ -449,3 +450,20 @@ def test_state_dict_errors_are_listed_together():
     # Without the auxiliary head, its tensors are unexpected.
     with pytest.raises(ValueError, match="unexpected: aux_classifier.0.weight"):
         weights.segmentation_variables(state_of(net), DeepLabV3(3, width=WIDTH))
+
+
+def test_imagenet_resnet_reaches_the_backbone(tmp_path):
+    """init.backbone_weights (a torchvision ResNet-50 file) fills both networks' encoder;
+    the heads are left alone."""
+    from tests.test_configs import write_torchvision_resnet50
+    from tests.test_encoders import _config, _initial
+
+    path, state = write_torchvision_resnet50(tmp_path / "r50.safetensors", width=WIDTH)
+    kernel = state["layer4.0.conv2.weight"].transpose(2, 3, 1, 0)
+    for name in ("deeplabv3_resnet50", "deeplabv3plus_resnet50"):
+        params, stats = _initial(_config(name, path))
+        np.testing.assert_array_equal(params["backbone"]["layer4_0"]["conv2"]["kernel"], kernel)
+        np.testing.assert_array_equal(
+            stats["backbone"]["layer1_0"]["bn1"]["var"], state["layer1.0.bn1.running_var"]
+        )
+        assert not np.any(params["aspp"]["project_conv"]["kernel"])
