@@ -467,3 +467,40 @@ def test_imagenet_resnet_reaches_the_backbone(tmp_path):
             stats["backbone"]["layer1_0"]["bn1"]["var"], state["layer1.0.bn1.running_var"]
         )
         assert not np.any(params["aspp"]["project_conv"]["kernel"])
+
+
+@pytest.mark.requires_torch
+def test_torchvision_fcn_resnet50_file_loads(tmp_path):
+    """load_torchvision_segmentation on a safetensors file of torchvision's fcn_resnet50
+    (its names: backbone., classifier., aux_classifier.): the logits are torch's."""
+    import torch
+    from safetensors.torch import save_file
+    from torch.nn import functional as F
+
+    from fcnjax.models import FCNResNet
+
+    torch.set_num_threads(1)
+    backbone = torch_resnet(50, WIDTH, dilate=(False, True, True))
+    del backbone.fc
+    c4 = backbone.layer4[0].conv3.out_channels
+    net = torch.nn.ModuleDict(
+        {
+            "backbone": backbone,
+            "classifier": torch_fcn_head(c4, 3),
+            "aux_classifier": torch_fcn_head(c4 // 2, 3),
+        }
+    )
+    randomized(net, 8)
+    path = tmp_path / "fcn_resnet50.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    x = np.random.default_rng(9).normal(0, 2, (1, 45, 37, 3)).astype(np.float32)
+    with torch.no_grad():
+        scores = net["classifier"](backbone.taps(nchw(x))["layer4"])
+        expected = nhwc(F.interpolate(scores, (45, 37), mode="bilinear", align_corners=False))
+    model = FCNResNet(3, aux_loss=True, width=WIDTH)
+    variables = weights.load_torchvision_segmentation(path, model)
+    assert_close(jax.jit(model.apply)(variables, x), expected)
+    with pytest.raises(ValueError, match="backbone_style='torchvision'"):
+        weights.load_torchvision_segmentation(path, FCNResNet(3, backbone_style="keras"))
+    with pytest.raises(TypeError, match="got PSPNet"):
+        weights.load_torchvision_segmentation(path, models.PSPNet(3))
