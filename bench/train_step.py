@@ -33,6 +33,11 @@ the ignore label 255; the autoencoder: mean squared error):
   0.02 momentum 0.9 + L2 1e-4 (torchvision's segmentation reference, without its
   polynomial schedule), batch 2 at 320x320 (``FCN_RESNET_SHAPE``; torchvision trains
   4 x 480x480 crops per GPU, too slow for a 2-core CPU).
+- ``deeplabv3_resnet50``: torchvision's DeepLabV3-ResNet50, the same with ``DeepLabHead``
+  (ASPP: 1x1 and three dilated 3x3 branches at rates 12, 24, 36, image pooling,
+  projection, dropout 0.5; 3x3 convolution, BatchNorm, ReLU, 1x1 to the classes) on
+  layer4 in place of the FCNHead (42,004,074 parameters), the same loss, optimizer and
+  batch.
 - ``shapes`` (fcnjax alone, images/s): the ``shapes_fcn8s`` recipe's step.
 
 ``--device gpu`` (``bench/gpu.sh``): both on the GPU, FCN-ResNet50 at torchvision's 4 x
@@ -178,6 +183,7 @@ def _torch_fns(kind, batch, device="cpu", dtype="float32"):
         "unet_mini": torch_unet_mini,
         "autoencoder": torch_autoencoder,
         "fcn_resnet50": torch_fcn_resnet50,
+        "deeplabv3_resnet50": functools.partial(torch_fcn_resnet50, head="deeplabv3"),
     }
     step, n_params = torch_step(kind, builders[kind](), batch, context=context)
     return {"step": step}, {"params": n_params}
@@ -425,12 +431,14 @@ def torch_unet_mini(num_classes=2, widths=(32, 64, 128), dropout=0.2):
     return UNetMini()
 
 
-def torch_fcn_resnet50(num_classes=21, aux_loss=True):
+def torch_fcn_resnet50(num_classes=21, aux_loss=True, head="fcn"):
     """torchvision's ``fcn_resnet50`` (torchvision does not install here), as
     `fcnjax.models.FCNResNet`: ResNet-50 v1.5 (stride on the bottleneck's 3x3, BatchNorm,
     Kaiming fan-out) with ``replace_stride_with_dilation=[False, True, True]``, an
     ``FCNHead`` on layer4 and (``aux_loss``) on layer3, bilinear resize
-    (``align_corners=False``) to the input. In training it returns ``{"out", "aux"}``."""
+    (``align_corners=False``) to the input. In training it returns ``{"out", "aux"}``.
+    ``head="deeplabv3"``: torchvision's ``deeplabv3_resnet50``, ``DeepLabHead`` on layer4
+    (`fcnjax.models.DeepLabV3`)."""
     import torch.nn.functional as F
     from torch import nn
 
@@ -455,7 +463,7 @@ def torch_fcn_resnet50(num_classes=21, aux_loss=True):
             identity = x if self.downsample is None else self.downsample(x)
             return self.relu(out + identity)
 
-    def head(channels):
+    def fcn_head(channels):
         inter = channels // 4
         return nn.Sequential(
             nn.Conv2d(channels, inter, 3, padding=1, bias=False),
@@ -463,6 +471,15 @@ def torch_fcn_resnet50(num_classes=21, aux_loss=True):
             nn.ReLU(),
             nn.Dropout(0.1),
             nn.Conv2d(inter, num_classes, 1),
+        )
+
+    def deeplab_head(channels, rates=(12, 24, 36), f=256):
+        return nn.Sequential(
+            torch_aspp(channels, rates, f),
+            nn.Conv2d(f, f, 3, padding=1, bias=False),
+            nn.BatchNorm2d(f),
+            nn.ReLU(),
+            nn.Conv2d(f, num_classes, 1),
         )
 
     class FCNResNet50(nn.Module):
@@ -481,8 +498,8 @@ def torch_fcn_resnet50(num_classes=21, aux_loss=True):
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             # torchvision's heads keep PyTorch's default initialisation.
-            self.classifier = head(2048)
-            self.aux_classifier = head(1024) if aux_loss else None
+            self.classifier = deeplab_head(2048) if head == "deeplabv3" else fcn_head(2048)
+            self.aux_classifier = fcn_head(1024) if aux_loss else None
 
         def _make_layer(self, planes, blocks, stride=1, dilate=False):
             previous = self.dilation
@@ -516,9 +533,50 @@ def torch_fcn_resnet50(num_classes=21, aux_loss=True):
     return FCNResNet50()
 
 
+def torch_aspp(c_in, rates, f):
+    """torchvision's ``ASPP`` (``models/segmentation/deeplabv3.py``), as
+    `fcnjax.models.ASPP`: 1x1, three dilated 3x3 and an image pooling branch (each with
+    BatchNorm and ReLU), concatenated, projected (1x1, BatchNorm, ReLU), dropout 0.5."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def conv_bn_relu(k, dilation=1):
+        conv = nn.Conv2d(c_in, f, k, padding=dilation * (k // 2), dilation=dilation, bias=False)
+        return nn.Sequential(conv, nn.BatchNorm2d(f), nn.ReLU())
+
+    class ASPPPooling(nn.Sequential):
+        def forward(self, x):
+            size = x.shape[-2:]
+            for mod in self:
+                x = mod(x)
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    class ASPP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            pool = ASPPPooling(nn.AdaptiveAvgPool2d(1), *conv_bn_relu(1))
+            branches = [conv_bn_relu(1), *(conv_bn_relu(3, r) for r in rates), pool]
+            self.convs = nn.ModuleList(branches)
+            self.project = nn.Sequential(
+                nn.Conv2d(len(branches) * f, f, 1, bias=False),
+                nn.BatchNorm2d(f),
+                nn.ReLU(),
+                nn.Dropout(0.5),
+            )
+
+        def forward(self, x):
+            return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
+
+    return ASPP()
+
+
 TORCH_OPTIMIZERS = {
     "segnet": lambda params: __import__("torch").optim.SGD(params, lr=0.01, momentum=0.9),
     "fcn_resnet50": lambda params: __import__("torch").optim.SGD(
+        params, lr=0.02, momentum=0.9, weight_decay=1e-4
+    ),
+    "deeplabv3_resnet50": lambda params: __import__("torch").optim.SGD(
         params, lr=0.02, momentum=0.9, weight_decay=1e-4
     ),
     "unet_mini": lambda params: __import__("torch").optim.Adam(params, lr=1e-3),
@@ -539,7 +597,7 @@ def torch_step(kind, net, batch, context=None):
     n_params = sum(p.numel() for p in net.parameters())
     opt = TORCH_OPTIMIZERS[kind](net.parameters())
     x, y = torch_batch(batch, dev)
-    if kind == "fcn_resnet50":  # torchvision's criterion: out + 0.5 * aux
+    if kind in ("fcn_resnet50", "deeplabv3_resnet50"):  # torchvision's: out + 0.5 * aux
 
         def objective():
             out = net(x)
@@ -591,7 +649,8 @@ def shapes_setup():
     return model, size, config.batch_size, config.optimizer.to_dict(), steps, where
 
 
-FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet_mini", "autoencoder", "fcn_resnet50", "shapes")
+FAMILIES = ("fcn8s", "segnet", "segnet_small", "unet_mini", "autoencoder", "fcn_resnet50")
+FAMILIES += ("deeplabv3_resnet50", "shapes")
 # FCN-ResNet50's batch: torchvision trains 4 x 480x480 crops per GPU, too slow here.
 FCN_RESNET_SHAPE = (2, (320, 320))
 FCN_RESNET_SHAPE_GPU = (4, (480, 480))
@@ -603,8 +662,8 @@ def family(name, rng, dtype="float32", device="cpu", tiny=False):
     model computing in ``dtype`` (parameters float32) at ``device``'s shapes."""
     kw = {} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}
 
-    def seg_batch(n, size, num_classes):
-        n, size = TINY_SHAPE if tiny else (n, size)
+    def seg_batch(n, size, num_classes, min_n=1):
+        n, size = (max(TINY_SHAPE[0], min_n), TINY_SHAPE[1]) if tiny else (n, size)
         batch = segmentation_batch(rng, n, size, num_classes)
         return batch, f"{n} x {size[0]}x{size[1]}"
 
@@ -642,6 +701,17 @@ def family(name, rng, dtype="float32", device="cpu", tiny=False):
             "SGD momentum + L2, CE + 0.5 aux"
         )
         return title, model, sgd, batch, Segmentation(21), "fcn_resnet50"
+    if name == "deeplabv3_resnet50":  # as fcn_resnet50, DeepLabHead on layer4
+        n, size = FCN_RESNET_SHAPE_GPU if device == "gpu" else FCN_RESNET_SHAPE
+        model = models.get("deeplabv3_resnet50", num_classes=21, aux_loss=True, **kw)
+        # Training BatchNorm after the image pooling needs 2 samples (PyTorch refuses 1).
+        batch, shape = seg_batch(n, size, 21, min_n=2)
+        sgd = dict(name="sgd", learning_rate=0.02, momentum=0.9, weight_decay=1e-4)
+        title = (
+            f"DeepLabV3-ResNet50 (output stride 8, ASPP, aux head), 21 classes, batch {shape}, "
+            "SGD momentum + L2, CE + 0.5 aux"
+        )
+        return title, model, sgd, batch, Segmentation(21), "deeplabv3_resnet50"
     spec, size, n, optimizer, total, where = shapes_setup()
     spec = dict(spec, **kw)
     model = models.get(spec.pop("name"), **spec)

@@ -2,8 +2,11 @@
 
 Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s``,
 ``fcn8s``, and ``fcn8s_resnet50`` ... on a ResNet), torchvision's (``fcn_resnet50``,
-``fcn_resnet101``, ``lraspp_mobilenet_v3_large``, ``resnet18`` ... ``resnet152``,
-``mobilenet_v3_large``) and keras-segmentation's
+``fcn_resnet101``, ``deeplabv3_resnet50``, ``deeplabv3_resnet101``,
+``deeplabv3_mobilenet_v3_large``, ``lraspp_mobilenet_v3_large``, ``resnet18`` ...
+``resnet152``, ``mobilenet_v3_large``), segmentation_models_pytorch's DeepLabV3+
+(``deeplabv3plus_resnet50``, ``deeplabv3plus_resnet101``; ``deeplabv3plus`` takes any
+``backbone``) and keras-segmentation's
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
 ``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``,
@@ -24,8 +27,8 @@ SegNet-Basic (now ``segnet_basic``; the class :class:`SegNet`) and is keras-segm
 >>> from fcnjax import models
 >>> models.get("fcn8s", num_classes=21).variant
 '8s'
->>> sorted(models.NAMES)[:4]
-['autoencoder', 'conv_autoencoder', 'fcn', 'fcn16s']
+>>> "fcn8s" in models.NAMES, "deeplabv3_resnet50" in models.NAMES
+(True, True)
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from typing import Any
 import flax.linen as nn
 
 from fcnjax.models import encoders
+from fcnjax.models.aspp import ASPP
 from fcnjax.models.autoencoder import ConvAutoencoder
 from fcnjax.models.checks import check_arguments
+from fcnjax.models.deeplab import DeepLabV3, DeepLabV3Plus
 from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
@@ -57,6 +62,9 @@ from fcnjax.models.vanilla import VanillaEncoder
 from fcnjax.models.vgg import VGG16
 
 __all__ = [
+    "ASPP",
+    "DeepLabV3",
+    "DeepLabV3Plus",
     "FCN",
     "FCN8s",
     "FCN16s",
@@ -119,6 +127,12 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn_resnet101": functools.partial(FCNResNet, backbone="resnet101"),
     "mobilenet_v3_large": MobileNetV3Large,
     "lraspp_mobilenet_v3_large": LRASPP,
+    "deeplabv3_resnet50": functools.partial(DeepLabV3, backbone="resnet50"),
+    "deeplabv3_resnet101": functools.partial(DeepLabV3, backbone="resnet101"),
+    # segmentation_models_pytorch's DeepLabV3Plus.
+    "deeplabv3plus": DeepLabV3Plus,
+    "deeplabv3plus_resnet50": functools.partial(DeepLabV3Plus, backbone="resnet50"),
+    "deeplabv3plus_resnet101": functools.partial(DeepLabV3Plus, backbone="resnet101"),
     # keras-segmentation's names.
     "unet_mini": UNetMini,
     "unet": UNet,
@@ -162,6 +176,12 @@ REFERENCES: dict[str, str] = {
     "fcn_resnet101": "torchvision's fcn_resnet101",
     "mobilenet_v3_large": "MobileNetV3-Large (Howard et al., 2019), torchvision's, an encoder",
     "lraspp_mobilenet_v3_large": "torchvision's lraspp_mobilenet_v3_large (LR-ASPP)",
+    "deeplabv3_resnet50": "torchvision's deeplabv3_resnet50 (Chen et al., 2017)",
+    "deeplabv3_resnet101": "torchvision's deeplabv3_resnet101 (Chen et al., 2017)",
+    "deeplabv3plus": "segmentation_models_pytorch's DeepLabV3Plus (Chen et al., 2018), "
+    "any backbone= (resnet50)",
+    "deeplabv3plus_resnet50": "segmentation_models_pytorch's DeepLabV3Plus on ResNet-50",
+    "deeplabv3plus_resnet101": "segmentation_models_pytorch's DeepLabV3Plus on ResNet-101",
     "unet_mini": "keras-segmentation's unet_mini (32/64/128; fcnjax's unet before issue 27)",
     "unet": "keras-segmentation's unet (U-Net decoder, vanilla encoder)",
     "segnet": "keras-segmentation's segnet (SegNet decoder, vanilla encoder)",

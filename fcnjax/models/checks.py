@@ -45,6 +45,7 @@ RULES = {
     "kernel_size": (lambda v: _is_int(v) and v > 0, "a positive int"),
     "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a rate in [0, 1)"),
     "fc_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a rate in [0, 1)"),
+    "aspp_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a rate in [0, 1)"),
     # 1 would keep BatchNorm's initial statistics for evaluation forever.
     "bn_momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "output_stride": (lambda v: _is_int(v) and v in (8, 16, 32), "8, 16 or 32"),

@@ -10,9 +10,36 @@ from fcnjax.layers import Conv
 from fcnjax.models.encoders import RESNETS, encoder
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
-__all__ = ["FCNResNet"]
+__all__ = ["FCNResNet", "fcn_head"]
 
 _PAD1 = ((1, 1), (1, 1))
+
+
+def fcn_head(
+    x: Array,
+    num_classes: int,
+    dropout: float,
+    name: str,
+    train: bool,
+    bn_axis_name: str | None = None,
+    **kw,
+) -> Array:
+    """torchvision's ``FCNHead``, called inside a compact module (the layers are its):
+    a 3x3 convolution to a quarter of the channels without bias (``{name}_conv``),
+    BatchNorm (``{name}_bn``), ReLU, dropout and a 1x1 convolution to the classes
+    (``{name}_out``). ``kw``: ``dtype``, ``param_dtype``. Also DeepLabV3's auxiliary head."""
+    # fcnjax's Conv: the kernel gradient as matrix products (ops.conv), faster on CPU.
+    x = Conv(x.shape[-1] // 4, 3, padding=_PAD1, use_bias=False, name=f"{name}_conv", **kw)(x)
+    x = nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=bn_axis_name,
+        name=f"{name}_bn",
+        **kw,
+    )(x)
+    x = nn.Dropout(dropout, deterministic=not train)(nn.relu(x))
+    return Conv(num_classes, 1, name=f"{name}_out", **kw)(x)
 
 
 class FCNResNet(nn.Module):
@@ -63,19 +90,7 @@ class FCNResNet(nn.Module):
 
     def _head(self, x: Array, name: str, train: bool) -> Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        # fcnjax's Conv: the kernel gradient as matrix products (ops.conv), faster on CPU.
-        conv = Conv(x.shape[-1] // 4, 3, padding=_PAD1, use_bias=False, name=f"{name}_conv", **kw)
-        x = conv(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            axis_name=self.bn_axis_name,
-            name=f"{name}_bn",
-            **kw,
-        )(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
-        return Conv(self.num_classes, 1, name=f"{name}_out", **kw)(x)
+        return fcn_head(x, self.num_classes, self.dropout, name, train, self.bn_axis_name, **kw)
 
     @nn.compact
     def __call__(self, x: ArrayLike, train: bool = False) -> Array | dict[str, Array]:

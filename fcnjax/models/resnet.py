@@ -94,6 +94,8 @@ class ResNet(nn.Module):
     stages keep their resolution and dilate their 3x3 convolutions instead (Chen et al.,
     DeepLab; torchvision's ``replace_stride_with_dilation``, as its ``fcn_resnet50``
     uses): a stage's first block keeps the previous dilation, the others double it.
+    ``dilate_first_block`` dilates the first block too, as segmentation_models_pytorch's
+    ``make_dilated`` does (every convolution of the stage; its DeepLabV3+).
 
     Attributes:
       depth: 18, 34, 50, 101 or 152.
@@ -105,6 +107,8 @@ class ResNet(nn.Module):
       bn_momentum: BatchNorm running-average momentum (torchvision's 0.1 is 0.9 here).
       bn_axis_name: the mapped axis whose devices share batch statistics (pmap).
       dtype: computation dtype; param_dtype: parameter dtype.
+      dilate_first_block: a dilated stage's first block takes the stage's dilation
+        (smp's rule) rather than the previous one (torchvision's).
 
     Returns a dict of ``(N, h, w, C)`` arrays: ``stem`` (stride 2, after the stem's ReLU,
     ``64 * width`` channels), ``layer1`` ... ``layer4`` (strides 4, 8, 16, 32 at
@@ -126,6 +130,7 @@ class ResNet(nn.Module):
     bn_axis_name: str | None = None
     dtype: DTypeLike | None = None
     param_dtype: DTypeLike = jnp.float32
+    dilate_first_block: bool = False
 
     def _check(self) -> None:
         if self.depth not in DEPTHS:
@@ -183,6 +188,7 @@ class ResNet(nn.Module):
             previous = dilation
             if stage >= dilate_from and stride == 2:
                 dilation, stride = dilation * 2, 1
+            previous = dilation if self.dilate_first_block else previous
             out_channels = planes * 4 if bottleneck else planes
             for j in range(blocks):
                 x = _Block(

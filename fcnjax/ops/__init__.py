@@ -1,5 +1,5 @@
 """Pure-function operations: transposed convolution, bilinear upsampling, max-unpooling,
-adaptive average pooling.
+adaptive average pooling, bilinear resizing with aligned corners.
 
 Everything here works on plain arrays, without Flax: ``from fcnjax import ops``.
 """
@@ -19,6 +19,7 @@ from fcnjax.ops._kernels import (
     kernel_to_torch,
 )
 from fcnjax.ops._pooling import adaptive_avg_pool, max_pool, max_pool_with_argmax, max_unpool
+from fcnjax.ops._resize import resize_align_corners
 from fcnjax.ops._upsample import (
     bilinear_filter,
     bilinear_kernel,
@@ -44,6 +45,7 @@ __all__ = [
     "max_pool_with_argmax",
     "max_unpool",
     "per_dim",
+    "resize_align_corners",
     "resize_logits",
     "select_method",
     "upsample_bilinear",

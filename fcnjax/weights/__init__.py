@@ -32,6 +32,9 @@ network:
 * :mod:`fcnjax.weights.pspnet_caffe`: keras-segmentation's pretrained ``pspnet_50`` /
   ``pspnet_101`` files (whole networks, by their Caffe layer names),
   :func:`load_pspnet_caffe`.
+* :mod:`fcnjax.weights.segmentation`: whole networks from PyTorch state dicts
+  (:func:`load_torchvision_segmentation`): torchvision's ``fcn_resnet*`` and
+  ``deeplabv3_resnet*``, segmentation_models_pytorch's ``DeepLabV3Plus`` on a ResNet.
 * :mod:`fcnjax.weights.backbone`, for any backbone: the one shape checker of every loader
   (a file's tensors against the network's shapes: every missing, unexpected and misshapen
   tensor listed in one error) and :func:`into_backbone`.
@@ -51,6 +54,7 @@ from fcnjax.weights.files import (
 from fcnjax.weights.mobilenet_v3 import TORCHVISION_MOBILENET_V3_LARGE_URL, load_mobilenet_v3
 from fcnjax.weights.pspnet_caffe import PSPNET_URLS, load_pspnet_caffe
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
+from fcnjax.weights.segmentation import load_torchvision_segmentation, segmentation_variables
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
 __all__ = [
@@ -71,5 +75,7 @@ __all__ = [
     "load_mobilenet_v3",
     "load_pspnet_caffe",
     "load_resnet",
+    "load_torchvision_segmentation",
     "load_vgg16",
+    "segmentation_variables",
 ]
