@@ -45,6 +45,9 @@ NAMES = (
     "resnet50_unet_pets",
     "resnet50_unet_pets_binary",
     "vgg_unet_catdog",
+    "deeplabv3_resnet50_voc",
+    "deeplabv3plus_resnet50_pets",
+    "mobilenet_unet_catdog",
 )
 SUMMARY_METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "frequency_weighted_iou")
 RNG = np.random.default_rng(0)
@@ -258,6 +261,12 @@ def runs(tmp_path_factory, voc_overrides):
             return [], None, pets_mock, None
         if name == "vgg_unet_catdog":
             return *make_catdog(tmp / "coco_vgg"), None, None
+        if name == "deeplabv3_resnet50_voc":
+            return [*voc, "input.workers=0"], voc_labelled, None, None
+        if name == "deeplabv3plus_resnet50_pets":
+            return [], PET_RECORDS * 32 * 32, pets_mock, None
+        if name == "mobilenet_unet_catdog":
+            return *make_catdog(tmp / "coco_mobilenet"), None, None
         raise KeyError(name)
 
     def get(name):

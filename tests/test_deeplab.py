@@ -357,6 +357,9 @@ def test_resize_align_corners_is_torchs():
 TINY = {
     "deeplabv3_resnet50": DeepLabV3(3, aux_loss=True, width=WIDTH),
     "deeplabv3plus_resnet50": DeepLabV3Plus(3, width=WIDTH),
+    "deeplabv3_mobilenet_v3_large": DeepLabV3(
+        3, backbone="mobilenet_v3_large", aux_loss=True, width=WIDTH
+    ),
 }
 
 
@@ -397,6 +400,7 @@ def test_one_training_step(name):
     [
         ("deeplabv3_resnet50", {}),
         ("deeplabv3_resnet101", {}),
+        ("deeplabv3_mobilenet_v3_large", {}),
         ("deeplabv3plus_resnet50", {}),
         ("deeplabv3plus", {"backbone": "resnet18", "output_stride": 8}),
     ],
@@ -504,3 +508,54 @@ def test_torchvision_fcn_resnet50_file_loads(tmp_path):
         weights.load_torchvision_segmentation(path, FCNResNet(3, backbone_style="keras"))
     with pytest.raises(TypeError, match="got PSPNet"):
         weights.load_torchvision_segmentation(path, models.PSPNet(3))
+
+
+@pytest.mark.requires_torch
+def test_deeplabv3_mobilenet_v3_large_matches_torchvisions_arithmetic():
+    """torchvision's ``_deeplabv3_mobilenetv3``: the dilated MobileNetV3-Large's
+    ``features`` (``IntermediateLayerGetter``: ``backbone.{i}``), ``DeepLabHead`` on the
+    last (960 channels at full width, stride 16), ``FCNHead`` on ``features.4`` (stride 8),
+    both resized to the input; its state dict read by ``segmentation_variables``."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from tests.test_mobilenet_v3 import WIDTH as MW
+    from tests.test_mobilenet_v3 import torch_mobilenet_v3_large
+
+    torch.set_num_threads(1)
+    k, f = 5, scaled(256, MW)
+    mobilenet = torch_mobilenet_v3_large(MW, dilated=True, seed=4)
+    high, low = (
+        mobilenet.features[16][0].out_channels,
+        mobilenet.features[4].block[-1][0].out_channels,
+    )
+
+    class Oracle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = mobilenet.features
+            self.classifier = nn.Sequential(  # DeepLabHead(960, k)
+                torch_aspp(high, f, [12, 24, 36]),
+                nn.Conv2d(f, f, 3, padding=1, bias=False),
+                nn.BatchNorm2d(f),
+                nn.ReLU(),
+                nn.Conv2d(f, k, 1),
+            )
+            self.aux_classifier = torch_fcn_head(low, k)
+
+        def forward(self, x):
+            taps = mobilenet.taps(x)
+            out = {"out": self.classifier(taps["high"]), "aux": self.aux_classifier(taps["low"])}
+            return {n: F.interpolate(v, x.shape[-2:], mode="bilinear") for n, v in out.items()}
+
+    net = randomized(Oracle(), 5)
+    x = np.random.default_rng(6).normal(0, 1, (2, 65, 71, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = nhwc(net(nchw(x))["out"])
+    model = models.get("deeplabv3_mobilenet_v3_large", num_classes=k, aux_loss=True, width=MW)
+    variables = weights.segmentation_variables(state_of(net), model)
+    assert_close(jax.jit(model.apply)(variables, x), expected, rtol=1e-4)
+    # The full-width network has torchvision's published size (with the auxiliary head).
+    full = models.get("deeplabv3_mobilenet_v3_large", num_classes=21, aux_loss=True)
+    assert count(shapes_of(full, IMAGE)[0]["params"]) == 11_029_328

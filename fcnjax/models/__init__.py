@@ -129,6 +129,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lraspp_mobilenet_v3_large": LRASPP,
     "deeplabv3_resnet50": functools.partial(DeepLabV3, backbone="resnet50"),
     "deeplabv3_resnet101": functools.partial(DeepLabV3, backbone="resnet101"),
+    "deeplabv3_mobilenet_v3_large": functools.partial(DeepLabV3, backbone="mobilenet_v3_large"),
     # segmentation_models_pytorch's DeepLabV3Plus.
     "deeplabv3plus": DeepLabV3Plus,
     "deeplabv3plus_resnet50": functools.partial(DeepLabV3Plus, backbone="resnet50"),
@@ -178,6 +179,7 @@ REFERENCES: dict[str, str] = {
     "lraspp_mobilenet_v3_large": "torchvision's lraspp_mobilenet_v3_large (LR-ASPP)",
     "deeplabv3_resnet50": "torchvision's deeplabv3_resnet50 (Chen et al., 2017)",
     "deeplabv3_resnet101": "torchvision's deeplabv3_resnet101 (Chen et al., 2017)",
+    "deeplabv3_mobilenet_v3_large": "torchvision's deeplabv3_mobilenet_v3_large",
     "deeplabv3plus": "segmentation_models_pytorch's DeepLabV3Plus (Chen et al., 2018), "
     "any backbone= (resnet50)",
     "deeplabv3plus_resnet50": "segmentation_models_pytorch's DeepLabV3Plus on ResNet-50",

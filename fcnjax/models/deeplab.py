@@ -33,6 +33,12 @@ _kaiming_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")
 _xavier_uniform = nn.initializers.glorot_uniform()
 
 
+# torchvision's DeepLabV3 on a MobileNetV3 (``_deeplabv3_mobilenetv3``): the dilated
+# encoder (output stride 16), the head on its last, 960-channel features and the auxiliary
+# head on the 40-channel stride-8 ones; on a ResNet stride 8, ``layer4`` and ``layer3``.
+_TAPS = {"mobilenet_v3_large": (16, "high", "low")}
+
+
 def _check(model: nn.Module, x: ArrayLike) -> Array:
     if not isinstance(model.num_classes, int) or model.num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int; got {model.num_classes!r}.")
@@ -47,7 +53,8 @@ def _check(model: nn.Module, x: ArrayLike) -> Array:
 
 
 class DeepLabV3(nn.Module):
-    """torchvision's DeepLabV3: a ResNet at output stride 8, ``DeepLabHead``, upsampled.
+    """torchvision's DeepLabV3: a ResNet at output stride 8 (or a MobileNetV3-Large at
+    16), ``DeepLabHead``, upsampled.
 
     The encoder keeps stride 8 by dilating ``layer3`` and ``layer4`` (2 and 4;
     torchvision's ``replace_stride_with_dilation=[False, True, True]``). The head
@@ -61,10 +68,14 @@ class DeepLabV3(nn.Module):
     aux_logits}`` (torchvision's recipe loss ``out + 0.5 * aux``); evaluation returns the
     logits alone. With 21 classes and the auxiliary head, ``deeplabv3_resnet50`` has
     torchvision's 42,004,074 parameters and ``deeplabv3_resnet101`` 60,996,202.
+    ``deeplabv3_mobilenet_v3_large`` (``backbone="mobilenet_v3_large"``) reads the dilated
+    MobileNetV3-Large's last features (960 channels, stride 16) and puts the auxiliary head
+    on its 40-channel stride-8 ones (torchvision's ``low``): 11,029,328 parameters.
 
     Attributes:
       num_classes: number of classes.
-      backbone: ``"resnet50"`` or ``"resnet101"`` (torchvision's; any ResNet works).
+      backbone: ``"resnet50"``, ``"resnet101"`` or ``"mobilenet_v3_large"`` (torchvision's;
+        any ResNet works).
       backbone_style: ``"torchvision"`` or ``"keras"`` (the weights file decides).
       aux_loss: also build and train the auxiliary head.
       dropout: the auxiliary head's dropout (0.1), as :class:`FCNResNet`'s.
@@ -100,17 +111,19 @@ class DeepLabV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: ArrayLike, train: bool = False) -> Array | dict[str, Array]:
-        if self.backbone not in RESNETS:
+        if self.backbone not in _TAPS and self.backbone not in RESNETS:
             raise ValueError(
-                f"`backbone` must be a ResNet, one of {tuple(RESNETS)}; got {self.backbone!r}."
+                f"`backbone` must be a ResNet, one of {tuple(RESNETS)}, or one of "
+                f"{tuple(_TAPS)}; got {self.backbone!r}."
             )
         x = _check(self, x)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        stride, tap, aux_tap = _TAPS.get(self.backbone, (8, "layer4", "layer3"))
         taps = encoder(
             self.backbone,
             width=self.width,
             style=self.backbone_style,
-            output_stride=8,
+            output_stride=stride,
             bn_axis_name=self.bn_axis_name,
             **kw,
         )(x, train)
@@ -122,7 +135,7 @@ class DeepLabV3(nn.Module):
             bn_axis_name=self.bn_axis_name,
             name="aspp",
             **kw,
-        )(taps["layer4"], train)
+        )(taps[tap], train)
         pad1 = ((1, 1), (1, 1))
         h = Conv(features, 3, padding=pad1, use_bias=False, name="classifier_conv", **kw)(h)
         h = nn.relu(batch_norm(train, self.bn_axis_name, "classifier_bn", **kw)(h))
@@ -136,7 +149,7 @@ class DeepLabV3(nn.Module):
         if not self.aux_loss:
             return out
         aux = fcn_head(
-            taps["layer3"],
+            taps[aux_tap],
             self.num_classes,
             self.dropout,
             "aux_classifier",

@@ -1,13 +1,16 @@
 """Whole segmentation networks from PyTorch state dicts: torchvision's ``fcn_resnet50``,
-``fcn_resnet101``, ``deeplabv3_resnet50``, ``deeplabv3_resnet101`` and
-segmentation_models_pytorch's ``DeepLabV3Plus`` on a ResNet encoder.
+``fcn_resnet101``, ``deeplabv3_resnet50``, ``deeplabv3_resnet101``,
+``deeplabv3_mobilenet_v3_large`` and segmentation_models_pytorch's ``DeepLabV3Plus`` on a
+ResNet encoder.
 
 torchvision's names (``backbone.layer1.0.conv1.weight``, ``classifier.0.convs.1.0.weight``,
 ``aux_classifier.4.bias``, ...) and smp's (``encoder.layer1.0.conv1.weight``,
 ``decoder.aspp.0.convs.1.0.0.weight``, ``segmentation_head.0.bias``, ...) become fcnjax's
 (:class:`~fcnjax.models.FCNResNet`, :class:`~fcnjax.models.DeepLabV3`,
 :class:`~fcnjax.models.DeepLabV3Plus`): the ResNet under ``backbone`` as
-:func:`~fcnjax.weights.load_resnet` names it, the heads as the modules' docstrings do.
+:func:`~fcnjax.weights.load_resnet` names it (a MobileNetV3's ``backbone.4.block.2.fc1``,
+torchvision's ``IntermediateLayerGetter`` over its ``features``, as ``features_4/block_2/fc1``),
+the heads as the modules' docstrings do.
 Kernels ``(C_out, C_in / groups, kh, kw)`` become ``(kh, kw, C_in / groups, C_out)``;
 BatchNorm's ``running_mean``/``running_var`` go to ``batch_stats``; ``num_batches_tracked``
 is ignored. Every missing, unexpected and misshapen tensor is listed in one error.
@@ -69,7 +72,21 @@ _LAYOUTS = {
         },
     ),
 }
+_LAYOUTS["deeplabv3_mobilenet"] = _LAYOUTS["deeplabv3"]
 _AUX = _fcn_head("aux_classifier", "aux_classifier")
+# torchvision's MobileNetV3 ``features`` modules (see fcnjax.weights.mobilenet_v3).
+_MOBILENET = re.compile(r"(\d+)\.(?:block\.(\d+)\.)?(0|1|fc1|fc2)")
+_MOBILENET_LAYERS = {"0": "conv", "1": "bn", "fc1": "fc1", "fc2": "fc2"}
+
+
+def _mobilenet_layer(module: str) -> str | None:
+    m = _MOBILENET.fullmatch(module)
+    if m is None:
+        return None
+    block = f"block_{m[2]}/" if m[2] is not None else ""
+    return f"backbone/features_{m[1]}/{block}{_MOBILENET_LAYERS[m[3]]}"
+
+
 _ASPP_BRANCH = re.compile(r"convs\.(\d+)\.(\d+)((?:\.[01])?)")
 
 
@@ -94,6 +111,8 @@ def _aspp_layer(module: str, pool: int) -> str | None:
 def _layer(module: str, layout: str, pool: int) -> str | None:
     """fcnjax's layer path of the torch module ``module``; None for a name it lacks."""
     backbone, aspp, heads = _LAYOUTS[layout]
+    if module.startswith(backbone) and layout == "deeplabv3_mobilenet":
+        return _mobilenet_layer(module[len(backbone) :])
     if module.startswith(backbone):
         parts = names.torch_parts(module[len(backbone) :])
         return None if parts is None else "backbone/" + names.path(parts)
@@ -109,12 +128,15 @@ def _layout(model: nn.Module) -> str:
             "torchvision's and smp's networks have torchvision's ResNets: build the model "
             f"with backbone_style='torchvision' (got {model.backbone_style!r})."
         )
+    if isinstance(model, DeepLabV3) and model.backbone == "mobilenet_v3_large":
+        return "deeplabv3_mobilenet"
     for cls, layout in ((FCNResNet, "fcn"), (DeepLabV3, "deeplabv3"), (DeepLabV3Plus, "smp")):
         if isinstance(model, cls):
             return layout
     raise TypeError(
         "segmentation_variables reads FCNResNet (torchvision's fcn_resnet*), DeepLabV3 "
-        f"(deeplabv3_resnet*) and DeepLabV3Plus (smp's); got {type(model).__name__}."
+        f"(deeplabv3_resnet*, deeplabv3_mobilenet_v3_large) and DeepLabV3Plus (smp's); got "
+        f"{type(model).__name__}."
     )
 
 
