@@ -5,7 +5,8 @@ Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s
 ``fcn_resnet101``, ``resnet18`` ... ``resnet152``) and keras-segmentation's
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
-``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``;
+``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``,
+``mobilenet_unet``, ``mobilenet_segnet``, ``fcn_8_mobilenet``, ``fcn_32_mobilenet``;
 its ``segnet`` is ``vanilla_segnet`` here, as fcnjax's ``segnet`` is SegNet-Basic). Case,
 ``-`` and ``_`` are ignored.
 keras-segmentation's names give fcnjax's network of that name, which differs from
@@ -40,6 +41,7 @@ from fcnjax.models.encoders import ENCODERS
 from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
+from fcnjax.models.mobilenet import MobileNet, MobileNetV2
 from fcnjax.models.pspnet import PSPNet
 from fcnjax.models.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from fcnjax.models.segnet import SegNet
@@ -60,6 +62,8 @@ __all__ = [
     "EncoderSegNet",
     "EncoderUNet",
     "FCNResNet",
+    "MobileNet",
+    "MobileNetV2",
     "ResNet",
     "ResNet18",
     "ResNet34",
@@ -119,6 +123,10 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn_32_vgg": FCN32s,
     "fcn_8_resnet50": functools.partial(FCN, variant="8s", backbone="resnet50"),
     "fcn_32_resnet50": functools.partial(FCN, variant="32s", backbone="resnet50"),
+    "mobilenet_unet": functools.partial(EncoderUNet, backbone="mobilenet"),
+    "mobilenet_segnet": functools.partial(EncoderSegNet, backbone="mobilenet"),
+    "fcn_8_mobilenet": functools.partial(EncoderFCN, variant="8s", backbone="mobilenet"),
+    "fcn_32_mobilenet": functools.partial(EncoderFCN, variant="32s", backbone="mobilenet"),
 }
 NAMES = tuple(_REGISTRY)
 
@@ -155,6 +163,10 @@ REFERENCES: dict[str, str] = {
             "resnet50_segnet",
             "vgg_pspnet",
             "resnet50_pspnet",
+            "mobilenet_unet",
+            "mobilenet_segnet",
+            "fcn_8_mobilenet",
+            "fcn_32_mobilenet",
         )
     },
     "fcn_8_vgg": "keras-segmentation's fcn_8_vgg (= fcn8s)",
