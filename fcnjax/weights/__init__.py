@@ -26,6 +26,9 @@ network:
 * :mod:`fcnjax.weights.resnet`: ResNet's tensors in torchvision's and Keras' releases
   (and the first Keras ResNet50's Caffe names, :mod:`fcnjax.weights.resnet_names`),
   BatchNorm statistics included.
+* :mod:`fcnjax.weights.mobilenet`: MobileNet v1 (Keras' file, as keras-segmentation
+  loads it; :func:`load_mobilenet`) and MobileNetV2 (Keras' or torchvision's;
+  :func:`load_mobilenet_v2`), with Keras' ``x / 127.5 - 1`` (:data:`KERAS_TF`).
 * :mod:`fcnjax.weights.backbone`, for any backbone: the one shape checker of every loader
   (a file's tensors against the network's shapes: every missing, unexpected and misshapen
   tensor listed in one error) and :func:`into_backbone`.
@@ -42,14 +45,26 @@ from fcnjax.weights.files import (
     WeightsUnavailableError,
     default_cache_dir,
 )
+from fcnjax.weights.mobilenet import (
+    KERAS_MOBILENET_URL,
+    KERAS_MOBILENET_V2_URL,
+    KERAS_TF,
+    TORCHVISION_MOBILENET_V2_URL,
+    load_mobilenet,
+    load_mobilenet_v2,
+)
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
 from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
 __all__ = [
     "KERAS_CAFFE",
+    "KERAS_MOBILENET_URL",
+    "KERAS_MOBILENET_V2_URL",
     "KERAS_RESNET_URLS",
+    "KERAS_TF",
     "KNOWN_CHECKSUMS",
     "TORCHVISION",
+    "TORCHVISION_MOBILENET_V2_URL",
     "TORCHVISION_RESNET_URLS",
     "TORCHVISION_VGG16_URL",
     "VGG16_URLS",
@@ -58,6 +73,8 @@ __all__ = [
     "WeightsUnavailableError",
     "default_cache_dir",
     "into_backbone",
+    "load_mobilenet",
+    "load_mobilenet_v2",
     "load_resnet",
     "load_vgg16",
 ]
