@@ -10,8 +10,9 @@ Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
 ``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``,
-``pspnet_50``, ``pspnet_101``, ``segnet``; SegNet-Basic is ``segnet_basic``). Case, ``-``
-and ``_`` are ignored.
+``pspnet_50``, ``pspnet_101``, ``mobilenet_unet``, ``mobilenet_segnet``,
+``fcn_8_mobilenet``, ``fcn_32_mobilenet``, ``segnet``; SegNet-Basic is ``segnet_basic``).
+Case, ``-`` and ``_`` are ignored.
 keras-segmentation's names give fcnjax's network of that name, which differs from
 keras-segmentation's where its own docstring says so (``fcn_8_vgg`` ... ``fcn_32_resnet50``
 are the FCN paper's head: no learnt final upsampler, and on a ResNet no 7x7, 4096-filter
@@ -50,6 +51,7 @@ from fcnjax.models.fcn import FCN, FCN8s, FCN16s, FCN32s, backbone_mask
 from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.models.keras_segmentation import EncoderFCN, EncoderSegNet, EncoderUNet
 from fcnjax.models.lraspp import LRASPP, LRASPPHead
+from fcnjax.models.mobilenet import MobileNet, MobileNetV2
 from fcnjax.models.mobilenet_v3 import MobileNetV3Large
 from fcnjax.models.nnx_bridge import to_nnx
 from fcnjax.models.pspnet import PSPNet
@@ -79,6 +81,8 @@ __all__ = [
     "FCNResNet",
     "LRASPP",
     "LRASPPHead",
+    "MobileNet",
+    "MobileNetV2",
     "MobileNetV3Large",
     "ResNet",
     "ResNet18",
@@ -154,6 +158,10 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "fcn_8_resnet50": functools.partial(FCN, variant="8s", backbone="resnet50"),
     "fcn_32_resnet50": functools.partial(FCN, variant="32s", backbone="resnet50"),
     "unet3_plus": UNet3Plus,
+    "mobilenet_unet": functools.partial(EncoderUNet, backbone="mobilenet"),
+    "mobilenet_segnet": functools.partial(EncoderSegNet, backbone="mobilenet"),
+    "fcn_8_mobilenet": functools.partial(EncoderFCN, variant="8s", backbone="mobilenet"),
+    "fcn_32_mobilenet": functools.partial(EncoderFCN, variant="32s", backbone="mobilenet"),
 }
 NAMES = tuple(_REGISTRY)
 
@@ -201,6 +209,10 @@ REFERENCES: dict[str, str] = {
             "resnet50_segnet",
             "vgg_pspnet",
             "resnet50_pspnet",
+            "mobilenet_unet",
+            "mobilenet_segnet",
+            "fcn_8_mobilenet",
+            "fcn_32_mobilenet",
         )
     },
     "fcn_8_vgg": "keras-segmentation's fcn_8_vgg (= fcn8s)",

@@ -6,6 +6,11 @@ an encoder by name (``"vgg16"``, ``"resnet50"``, ...) and reads its five feature
 
 * VGG16: ``pool1`` ... ``pool5``;
 * ResNet: ``stem`` (after the stem's ReLU), ``layer1`` ... ``layer4``;
+* MobileNet v1 (``"mobilenet"``, keras-segmentation's, :class:`MobileNet`): the outputs of
+  blocks 1, 3, 5, 11, 13 (``conv_pw_<i>_relu``);
+* MobileNetV2 (``"mobilenet_v2"``, :class:`MobileNetV2`, Keras' or torchvision's arithmetic
+  by ``style``): after blocks 0, 2, 5, 12 and the last 1x1 convolution, as
+  segmentation_models_pytorch takes them;
 * torchvision's MobileNetV3-Large (``"mobilenet_v3_large"``,
   :class:`~fcnjax.models.mobilenet_v3.MobileNetV3Large`): ``features_1``, ``features_3``,
   ``features_6``, ``features_12``, ``features_16``; at ``output_stride=16`` (torchvision's
@@ -26,16 +31,18 @@ from typing import Any
 import flax.linen as nn
 
 from fcnjax.models import mobilenet_v3
+from fcnjax.models.mobilenet import MOBILENET_TAPS, MOBILENET_V2_TAPS, MobileNet, MobileNetV2
 from fcnjax.models.resnet import STYLES, ResNet
 from fcnjax.models.vanilla import VanillaEncoder
 from fcnjax.models.vgg import VGG16
 from fcnjax.typing import Array
 
-__all__ = ["ENCODERS", "PRETRAINABLE", "RESNETS", "encoder", "levels"]
+__all__ = ["ENCODERS", "MOBILENETS", "PRETRAINABLE", "RESNETS", "encoder", "levels"]
 
 RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+MOBILENETS = ("mobilenet", "mobilenet_v2")
 # The encoders that ImageNet weights exist for (init.backbone_weights).
-PRETRAINABLE = ("vgg16", "vgg16_bn", *RESNETS, "mobilenet_v3_large")
+PRETRAINABLE = ("vgg16", "vgg16_bn", *RESNETS, *MOBILENETS, "mobilenet_v3_large")
 ENCODERS = (*PRETRAINABLE, "vanilla")
 
 
@@ -54,14 +61,15 @@ def encoder(
     Args:
       name: one of :data:`ENCODERS`.
       width: channel multiplier.
-      style: a ResNet's arithmetic, ``"torchvision"`` or ``"keras"`` (ignored otherwise).
-      output_stride: a ResNet's stride of ``f5`` (32, 16 or 8), MobileNetV3's (32 or 16);
-        the others only have 32.
+      style: a ResNet's or MobileNetV2's arithmetic, ``"torchvision"`` or ``"keras"``
+        (ignored otherwise).
+      output_stride: a ResNet's or MobileNetV2's stride of ``f5`` (32, 16 or 8),
+        MobileNetV3's (32 or 16); the others only have 32.
       levels: how many of ``f1`` ... ``f5`` the decoder reads: the encoder stops there
         (keras-segmentation's U-Net and SegNet read four, and have no ``block5`` or
         ``layer4`` parameters).
       bn_axis_name: the mapped axis of the BatchNorm statistics (``vgg16_bn``, ResNets,
-        ``vanilla``).
+        MobileNets, ``vanilla``).
       **kw: ``dtype``, ``param_dtype``, and VGG16's ``fc`` and ``fc_dropout``.
     """
     if name not in ENCODERS:
@@ -90,6 +98,23 @@ def encoder(
         return mobilenet_v3.MobileNetV3Large(
             width, dilated, levels, bn_axis_name=bn_axis_name, name="backbone", **kw
         )
+    if name in MOBILENETS:
+        kw.pop("fc", None), kw.pop("fc_dropout", None)
+        if name == "mobilenet_v2":
+            if style not in STYLES:
+                raise ValueError(f"`backbone_style` must be one of {STYLES}; got {style!r}.")
+            return MobileNetV2(
+                width,
+                style,
+                output_stride,
+                levels,
+                bn_axis_name=bn_axis_name,
+                name="backbone",
+                **kw,
+            )
+        if output_stride != 32:
+            raise ValueError(f"`output_stride` must be 32 for {name}; got {output_stride!r}.")
+        return MobileNet(width, levels, bn_axis_name, name="backbone", **kw)
     if output_stride != 32:
         raise ValueError(f"`output_stride` must be 32 for {name}; got {output_stride!r}.")
     if name == "vanilla":
@@ -109,7 +134,11 @@ def encoder(
 def levels(taps: dict[str, Array]) -> tuple[Array, ...]:
     """``(f1, f2, f3, f4, f5)``: an encoder's features at strides 2 ... 32, from its taps
     (as many as it computed)."""
-    names = ("stem", "layer1", "layer2", "layer3", "layer4") if "stem" in taps else None
-    names = names or (mobilenet_v3.LEVELS if "features_1" in taps else None)
-    names = names or ("pool1", "pool2", "pool3", "pool4", "pool5")
+    known = (
+        ("stem", "layer1", "layer2", "layer3", "layer4"),
+        MOBILENET_TAPS,
+        MOBILENET_V2_TAPS,
+        mobilenet_v3.LEVELS,
+    )
+    names = next((n for n in known if n[0] in taps), ("pool1", "pool2", "pool3", "pool4", "pool5"))
     return tuple(taps[n] for n in names if n in taps)

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from fcnjax.layers import ConvTranspose, Upsample, bilinear_init, crop_to
-from fcnjax.models.encoders import PRETRAINABLE, RESNETS, encoder
+from fcnjax.models.encoders import RESNETS, encoder
+from fcnjax.models.mobilenet import is_mobilenet_layer
 from fcnjax.models.vgg import VGG16, VGG16_CONVS, scaled
 from fcnjax.typing import Array, ArrayLike, DTypeLike
 
@@ -19,8 +20,8 @@ __all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "VARIANTS", "SKIPS", "backbone_ma
 
 VARIANTS = ("32s", "16s", "8s")
 SKIPS = ("score", "features")
-# keras-segmentation's fcn_8 on its vanilla encoder: EncoderFCN; no FCN on MobileNetV3.
-BACKBONES = tuple(b for b in PRETRAINABLE if not b.startswith("mobilenet"))
+# keras-segmentation's fcn_8 on its vanilla encoder and MobileNet: EncoderFCN.
+BACKBONES = ("vgg16", "vgg16_bn", *RESNETS)
 _glorot = nn.initializers.glorot_uniform()  # Keras' default, for the POSTECH lab's network
 
 
@@ -189,15 +190,16 @@ def _is_resnet_layer(name: str) -> bool:
     return name in ("conv1", "bn1") or (name.startswith("layer") and "_" in name)
 
 
-def _is_mobilenet_layer(name: str) -> bool:
+def _is_mobilenet_v3_layer(name: str) -> bool:
     return name.startswith("features_")
 
 
 def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
     """A pytree of bools like ``params``: True for the encoder's pretrainable layers.
 
-    These are the VGG16 convolutions (``block*_conv*``), a ResNet's every layer
-    (``conv1``, ``bn1``, ``layer*``) or a MobileNetV3's (``features_*``), under ``key``.
+    These are the VGG16 convolutions (``block*_conv*``), a ResNet's or MobileNet's every
+    layer (``conv1``, ``bn1``, ``layer*``; ``conv_dw_*``, ``block_*``, ...; MobileNetV3's
+    ``features_*``), under ``key``.
 
     Use it to freeze the backbone (the POSTECH lab sets ``base_model.trainable = False``), e.g.
     ``optax.multi_transform({True: optax.set_to_zero(), False: tx}, backbone_mask(p))``.
@@ -216,8 +218,12 @@ def backbone_mask(params: Mapping[str, Any], key: str = "backbone") -> Any:
         if key not in names:
             return False
         after = names[names.index(key) + 1 :]
-        return bool(after) and (
-            after[0] in VGG16_CONVS or _is_resnet_layer(after[0]) or _is_mobilenet_layer(after[0])
+        first = after[0] if after else ""
+        return (
+            first in VGG16_CONVS
+            or _is_resnet_layer(first)
+            or is_mobilenet_layer(first)
+            or _is_mobilenet_v3_layer(first)
         )
 
     return jax.tree_util.tree_map_with_path(mark, params)

@@ -2,9 +2,11 @@
 
 keras-segmentation (Divam Gupta's ``image-segmentation-keras``) names its networks
 ``<encoder>_<decoder>``: ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
-``resnet50_segnet``, and, on its vanilla encoder (:class:`fcnjax.models.VanillaEncoder`),
-``unet``, ``segnet``, ``fcn_8``, ``fcn_32``. The U-Net and SegNet decoders start from the
-encoder's stride-16 features ``f4`` and climb back to stride 2 through x2 nearest
+``resnet50_segnet``, on its MobileNet (:class:`fcnjax.models.MobileNet`)
+``mobilenet_unet``, ``mobilenet_segnet``, ``fcn_8_mobilenet``, ``fcn_32_mobilenet``, and,
+on its vanilla encoder (:class:`fcnjax.models.VanillaEncoder`), ``unet``, ``segnet``,
+``fcn_8``, ``fcn_32``. The U-Net and SegNet decoders start from the encoder's stride-16
+features ``f4`` and climb back to stride 2 through x2 nearest
 upsampling and 3x3 convolutions of 512, 256, 128 and 64 filters, each followed by
 BatchNorm (Keras' momentum 0.99, epsilon 1e-3); a 3x3 convolution gives the class scores
 at stride 2. keras-segmentation trains on masks resized to that size; fcnjax upsamples the
@@ -19,8 +21,9 @@ with its input.
 * FCN (:class:`EncoderFCN`): keras-segmentation's ``fcn_8`` / ``fcn_32`` head, which is
   not the FCN paper's (:class:`fcnjax.models.FCN`); see its docstring.
 
-Sizes: keras-segmentation's VGG16 and ResNet-50 encoders assert multiples of 32; on the
-vanilla encoder its U-Net's concatenations need multiples of 16. fcnjax zero-pads any
+Sizes: keras-segmentation's VGG16, ResNet-50 and MobileNet encoders assert multiples of 32
+(its MobileNet networks default to 224x224); on the vanilla encoder its U-Net's
+concatenations need multiples of 16. fcnjax zero-pads any
 input at the end to that multiple (32 for the FCN head) and crops the logits back: at the
 sizes keras-segmentation takes, the same numbers as its network.
 
@@ -101,7 +104,8 @@ class _Decoder(nn.Module):
 
 class EncoderUNet(nn.Module):
     """keras-segmentation's ``unet`` (``backbone="vanilla"``), ``vgg_unet``,
-    ``resnet50_unet``: a U-Net decoder on an encoder (see the module docstring).
+    ``resnet50_unet``, ``mobilenet_unet``: a U-Net decoder on an encoder (see the module
+    docstring).
 
     Any input size: the input is zero-padded at the end to a multiple of 32 (16 on the
     vanilla encoder) and the logits are cropped back.
@@ -164,8 +168,8 @@ class EncoderUNet(nn.Module):
 
 class EncoderSegNet(EncoderUNet):
     """keras-segmentation's ``segnet`` (``backbone="vanilla"``; SegNet-Basic is
-    ``segnet_basic``), ``vgg_segnet``, ``resnet50_segnet``: the SegNet decoder (no skips, no
-    ReLU) on an encoder; attributes and output as :class:`EncoderUNet`.
+    ``segnet_basic``), ``vgg_segnet``, ``resnet50_segnet``, ``mobilenet_segnet``: the SegNet
+    decoder (no skips, no ReLU) on an encoder; attributes and output as :class:`EncoderUNet`.
 
     >>> import jax, jax.numpy as jnp
     >>> model = EncoderSegNet(3, width=0.125)
@@ -186,7 +190,8 @@ def _crop_both(a: Array, b: Array) -> tuple[Array, Array]:
 
 class EncoderFCN(nn.Module):
     """keras-segmentation's ``fcn_8`` / ``fcn_32`` (``fcn.py``) on an encoder, by default
-    its vanilla encoder (as its ``fcn_8`` and ``fcn_32``).
+    its vanilla encoder (as its ``fcn_8`` and ``fcn_32``; ``fcn_8_mobilenet`` and
+    ``fcn_32_mobilenet`` on its MobileNet).
 
     On ``f5``: a 7x7 convolution with 4096 filters and a 1x1 one with 4096 (``conv6``,
     ``conv7``; ReLU, dropout 0.5 in training), a 1x1 score layer (``score_fr``; He
@@ -205,7 +210,7 @@ class EncoderFCN(nn.Module):
     the final stride), so fcnjax crops it there: the logits are keras-segmentation's
     output without ``f / 2`` pixels on each side. Any input size: zero-padded at the end
     to a multiple of 32, the logits cropped back (keras-segmentation asserts multiples of
-    32 for VGG16 and ResNet-50; the same numbers there).
+    32 for VGG16, ResNet-50 and MobileNet; the same numbers there).
 
     Attributes:
       num_classes: number of classes.

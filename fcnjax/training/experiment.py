@@ -281,12 +281,19 @@ def _total_steps(c, train_source: Any) -> int:
 def _load_backbone(backbone: str, spec: str, fc: bool, style: str) -> tuple[dict, str | None, Any]:
     """``(variables, style, preprocessing)`` of a backbone's weights file (cached).
 
-    ``"imagenet"`` is torchvision's ResNet file, or Keras' for ``style="keras"``;
-    torchvision's for MobileNetV3-Large."""
+    ``"imagenet"`` is torchvision's ResNet or MobileNetV2 file, or Keras' for
+    ``style="keras"``; Keras' for MobileNet v1 (keras-segmentation's); torchvision's for
+    MobileNetV3-Large."""
     path = None if spec == "imagenet" else spec
     if backbone == "mobilenet_v3_large":
         variables, preprocessing = weights.load_mobilenet_v3(path)
         return variables, None, preprocessing
+    if backbone == "mobilenet":  # keras-segmentation's: Keras' file
+        variables, preprocessing = weights.load_mobilenet(path)
+        return variables, None, preprocessing
+    if backbone == "mobilenet_v2":
+        keras = path is None and style == "keras"
+        return weights.load_mobilenet_v2(weights.KERAS_MOBILENET_V2_URL if keras else path)
     if backbone in models.encoders.RESNETS:
         depth = models.encoders.RESNETS[backbone]
         if path is None and style == "keras":
@@ -308,8 +315,8 @@ def _backbone_weights(init: Init) -> tuple[dict, Any]:
     variables, style, preprocessing = _load_backbone(init.backbone, spec, init.fc, wanted)
     if style is not None and style != wanted:
         raise ConfigError(
-            f"`init.backbone_weights` {spec!r} holds a {style}-style ResNet but the model's "
-            f"`backbone_style` is {wanted!r}: set model.backbone_style={style!r}."
+            f"`init.backbone_weights` {spec!r} holds a {style}-style {init.backbone} but the "
+            f"model's `backbone_style` is {wanted!r}: set model.backbone_style={style!r}."
         )
     return variables, preprocessing
 

@@ -28,6 +28,9 @@ network:
 * :mod:`fcnjax.weights.resnet`: ResNet's tensors in torchvision's and Keras' releases
   (and the first Keras ResNet50's Caffe names, :mod:`fcnjax.weights.resnet_names`),
   BatchNorm statistics included.
+* :mod:`fcnjax.weights.mobilenet`: MobileNet v1 (Keras' file, as keras-segmentation
+  loads it; :func:`load_mobilenet`) and MobileNetV2 (Keras' or torchvision's;
+  :func:`load_mobilenet_v2`), with Keras' ``x / 127.5 - 1`` (:data:`KERAS_TF`).
 * :mod:`fcnjax.weights.mobilenet_v3`: MobileNetV3-Large's tensors in torchvision's release.
 * :mod:`fcnjax.weights.pspnet_caffe`: keras-segmentation's pretrained ``pspnet_50`` /
   ``pspnet_101`` files (whole networks, by their Caffe layer names),
@@ -51,6 +54,14 @@ from fcnjax.weights.files import (
     WeightsUnavailableError,
     default_cache_dir,
 )
+from fcnjax.weights.mobilenet import (
+    KERAS_MOBILENET_URL,
+    KERAS_MOBILENET_V2_URL,
+    KERAS_TF,
+    TORCHVISION_MOBILENET_V2_URL,
+    load_mobilenet,
+    load_mobilenet_v2,
+)
 from fcnjax.weights.mobilenet_v3 import TORCHVISION_MOBILENET_V3_LARGE_URL, load_mobilenet_v3
 from fcnjax.weights.pspnet_caffe import PSPNET_URLS, load_pspnet_caffe
 from fcnjax.weights.resnet import KERAS_RESNET_URLS, TORCHVISION_RESNET_URLS, load_resnet
@@ -59,10 +70,14 @@ from fcnjax.weights.vgg16 import TORCHVISION_VGG16_URL, VGG16_URLS, load_vgg16
 
 __all__ = [
     "KERAS_CAFFE",
+    "KERAS_MOBILENET_URL",
+    "KERAS_MOBILENET_V2_URL",
     "KERAS_RESNET_URLS",
+    "KERAS_TF",
     "KNOWN_CHECKSUMS",
     "PSPNET_URLS",
     "TORCHVISION",
+    "TORCHVISION_MOBILENET_V2_URL",
     "TORCHVISION_MOBILENET_V3_LARGE_URL",
     "TORCHVISION_RESNET_URLS",
     "TORCHVISION_VGG16_URL",
@@ -72,6 +87,8 @@ __all__ = [
     "WeightsUnavailableError",
     "default_cache_dir",
     "into_backbone",
+    "load_mobilenet",
+    "load_mobilenet_v2",
     "load_mobilenet_v3",
     "load_pspnet_caffe",
     "load_resnet",
