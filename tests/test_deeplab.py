@@ -97,7 +97,7 @@ def torch_fcn_head(c, k, dropout=0.1):
     )
 
 
-def torch_deeplabv3(depth, k, width, dropout=0.5, aux_dropout=0.1):
+def torch_deeplabv3(depth, k, width, dropout=0.5, aux_dropout=0.1, rates=(12, 24, 36)):
     """torchvision's ``deeplabv3_resnet{depth}`` with ``aux_loss``: ResNet with
     ``replace_stride_with_dilation=[False, True, True]``, ``DeepLabHead`` on layer4,
     ``FCNHead`` on layer3, bilinear ``align_corners=False`` to the input."""
@@ -113,7 +113,7 @@ def torch_deeplabv3(depth, k, width, dropout=0.5, aux_dropout=0.1):
             del self.backbone.fc
             c4 = self.backbone.layer4[0].conv3.out_channels
             self.classifier = nn.Sequential(  # DeepLabHead
-                torch_aspp(c4, f, [12, 24, 36], dropout=dropout),
+                torch_aspp(c4, f, rates, dropout=dropout),
                 nn.Conv2d(f, f, 3, padding=1, bias=False),
                 nn.BatchNorm2d(f),
                 nn.ReLU(),
@@ -148,9 +148,11 @@ def smp_replace_strides_with_dilation(module, dilation_rate):
             mod.padding = ((kh // 2) * dilation_rate, (kh // 2) * dilation_rate)
 
 
-def torch_deeplabv3plus(depth, k, width):
+def torch_deeplabv3plus(depth, k, width, mobilenet_v2=None, rates=(12, 24, 36)):
     """smp's ``DeepLabV3Plus(encoder_name=f"resnet{depth}", classes=k)`` (its defaults:
-    encoder output stride 16, rates 12, 24, 36, separable ASPP, dropout 0.5, upsampling 4)."""
+    encoder output stride 16, rates 12, 24, 36, separable ASPP, dropout 0.5, upsampling 4),
+    or on ``mobilenet_v2`` (a torchvision ``mobilenet_v2``, ``encoder_name="mobilenet_v2"``:
+    smp's ``make_dilated`` of its last stage; levels after features 1, 3, 6, 13, 18)."""
     import torch
     from torch import nn
 
@@ -160,7 +162,7 @@ def torch_deeplabv3plus(depth, k, width):
         def __init__(self, channels):
             super().__init__()
             self.aspp = nn.Sequential(
-                torch_aspp(channels[-1], f, (12, 24, 36), separable=True),
+                torch_aspp(channels[-1], f, rates, separable=True),
                 torch_separable(f, f, 3, padding=1, bias=False),
                 nn.BatchNorm2d(f),
                 nn.ReLU(),
@@ -177,6 +179,32 @@ def torch_deeplabv3plus(depth, k, width):
             aspp_features = self.up(self.aspp(features[-1]))
             high_res_features = self.block1(features[2])
             return self.block2(torch.cat([aspp_features, high_res_features], dim=1))
+
+    class MobileNetV2Plus(nn.Module):
+        def __init__(self):
+            super().__init__()
+            from tests.test_mobilenet import make_dilated
+
+            self.encoder = make_dilated(mobilenet_v2, 16)
+            del self.encoder.classifier
+            c = [3, *(self.encoder.features[i][0].out_channels for i in (0,))]
+            c += [m.conv[-2].out_channels for m in (self.encoder.features[i] for i in (3, 6, 13))]
+            self.decoder = Decoder([*c, self.encoder.features[18][0].out_channels])
+            self.segmentation_head = nn.Sequential(
+                nn.Conv2d(f, k, 1),
+                nn.Upsample(mode="bilinear", scale_factor=4, align_corners=True),
+            )
+
+        def forward(self, x):
+            features, h = [x], x
+            for i, m in enumerate(self.encoder.features):
+                h = m(h)
+                if i in (1, 3, 6, 13, 18):
+                    features.append(h)
+            return self.segmentation_head(self.decoder(features))
+
+    if mobilenet_v2 is not None:
+        return MobileNetV2Plus()
 
     class DeepLabV3Plus(nn.Module):
         def __init__(self):
@@ -278,14 +306,19 @@ def test_deeplabv3_resnet50_matches_torchvisions_arithmetic():
 
     torch.set_num_threads(1)
     k = 5
-    net = randomized(torch_deeplabv3(50, k, WIDTH, dropout=0.0, aux_dropout=0.0), 3)
+    # Rates below the 7x6 stride-8 map's size, so that every dilated tap reads features
+    # (at the default 12, 24, 36 the off-centre taps of so small a map read padding).
+    rates = (2, 3, 5)
+    net = randomized(torch_deeplabv3(50, k, WIDTH, dropout=0.0, aux_dropout=0.0, rates=rates), 3)
     x = np.random.default_rng(5).normal(0, 2, (2, 50, 42, 3)).astype(np.float32)
     state = state_of(net)  # before the training forward updates the statistics
     with torch.no_grad():
         expected = nhwc(net(nchw(x))["out"])
         net.train()
         expected_train = {n: nhwc(v) for n, v in net(nchw(x)).items()}
-    model = DeepLabV3(k, aux_loss=True, width=WIDTH, dropout=0.0, aspp_dropout=0.0)
+    model = DeepLabV3(
+        k, aux_loss=True, width=WIDTH, dropout=0.0, aspp_dropout=0.0, atrous_rates=rates
+    )
     variables = weights.segmentation_variables(state, model)
     assert_close(jax.jit(model.apply)(variables, x), expected)
     apply = functools.partial(model.apply, train=True, mutable=["batch_stats"])
@@ -304,8 +337,9 @@ def test_deeplabv3plus_resnet50_matches_smps_arithmetic():
 
     torch.set_num_threads(1)
     k = 4
-    net = randomized(torch_deeplabv3plus(50, k, WIDTH), 4)
-    model = DeepLabV3Plus(k, width=WIDTH)
+    rates = (1, 2, 3)  # below the 4x3 stride-16 map's size (see the DeepLabV3 test)
+    net = randomized(torch_deeplabv3plus(50, k, WIDTH, rates=rates), 4)
+    model = DeepLabV3Plus(k, width=WIDTH, atrous_rates=rates)
     variables = weights.segmentation_variables(state_of(net), model)
     apply = jax.jit(model.apply)
     x = np.random.default_rng(6).normal(0, 2, (2, 64, 48, 3)).astype(np.float32)
@@ -418,6 +452,8 @@ def test_names_fields_and_errors():
         ("deeplabv3plus_resnet50", DeepLabV3Plus, "resnet50"),
         ("deeplabv3plus_resnet101", DeepLabV3Plus, "resnet101"),
         ("deeplabv3plus", DeepLabV3Plus, "resnet50"),
+        ("deeplabv3plus_mobilenet_v2", DeepLabV3Plus, "mobilenet_v2"),
+        ("deeplabv3_mobilenet_v3_large", DeepLabV3, "mobilenet_v3_large"),
     ]:
         assert name in models.NAMES and models.REFERENCES[name]
         model = models.get(name, num_classes=2)
@@ -525,6 +561,7 @@ def test_deeplabv3_mobilenet_v3_large_matches_torchvisions_arithmetic():
 
     torch.set_num_threads(1)
     k, f = 5, scaled(256, MW)
+    rates = (1, 2, 3)  # below the 5x5 stride-16 map's size (see the DeepLabV3 test)
     mobilenet = torch_mobilenet_v3_large(MW, dilated=True, seed=4)
     high, low = (
         mobilenet.features[16][0].out_channels,
@@ -536,7 +573,7 @@ def test_deeplabv3_mobilenet_v3_large_matches_torchvisions_arithmetic():
             super().__init__()
             self.backbone = mobilenet.features
             self.classifier = nn.Sequential(  # DeepLabHead(960, k)
-                torch_aspp(high, f, [12, 24, 36]),
+                torch_aspp(high, f, rates),
                 nn.Conv2d(f, f, 3, padding=1, bias=False),
                 nn.BatchNorm2d(f),
                 nn.ReLU(),
@@ -553,9 +590,39 @@ def test_deeplabv3_mobilenet_v3_large_matches_torchvisions_arithmetic():
     x = np.random.default_rng(6).normal(0, 1, (2, 65, 71, 3)).astype(np.float32)
     with torch.no_grad():
         expected = nhwc(net(nchw(x))["out"])
-    model = models.get("deeplabv3_mobilenet_v3_large", num_classes=k, aux_loss=True, width=MW)
+    model = models.get(
+        "deeplabv3_mobilenet_v3_large", num_classes=k, aux_loss=True, width=MW, atrous_rates=rates
+    )
     variables = weights.segmentation_variables(state_of(net), model)
     assert_close(jax.jit(model.apply)(variables, x), expected, rtol=1e-4)
     # The full-width network has torchvision's published size (with the auxiliary head).
     full = models.get("deeplabv3_mobilenet_v3_large", num_classes=21, aux_loss=True)
     assert count(shapes_of(full, IMAGE)[0]["params"]) == 11_029_328
+
+
+@pytest.mark.requires_torch
+def test_deeplabv3plus_mobilenet_v2_matches_smps_arithmetic():
+    """smp's ``DeepLabV3Plus(encoder_name="mobilenet_v2")``: torchvision's MobileNetV2 with
+    its last stage dilated (output stride 16), the decoder on its stride-4 (24-channel)
+    and last (1280-channel) features; its state dict read by ``segmentation_variables``."""
+    import torch
+
+    from tests.test_mobilenet import calibrate, torch_mobilenet_v2
+
+    torch.set_num_threads(1)
+    k = 4
+    x = np.random.default_rng(8).normal(0, 1, (2, 64, 48, 3)).astype(np.float32)
+    encoder = calibrate(torch_mobilenet_v2(WIDTH), x)
+    rates = (1, 2, 3)  # below the 4x3 stride-16 map's size (see the DeepLabV3 test)
+    net = torch_deeplabv3plus(None, k, WIDTH, mobilenet_v2=encoder, rates=rates)
+    randomized(net.decoder, 9), randomized(net.segmentation_head, 9)
+    net.eval()
+    with torch.no_grad():
+        expected = nhwc(net(nchw(x)))
+    model = models.get("deeplabv3plus_mobilenet_v2", num_classes=k, width=WIDTH, atrous_rates=rates)
+    variables = weights.segmentation_variables(state_of(net), model)
+    assert_close(jax.jit(model.apply)(variables, x), expected, rtol=1e-4)
+    # smp's DeepLabV3Plus(encoder_name="mobilenet_v2", classes=21): torchvision's 2,223,872
+    # without its classifier + the decoder on its 1280 and 24 channels (counted by hand).
+    full = models.get("deeplabv3plus_mobilenet_v2", num_classes=21)
+    assert count(shapes_of(full, IMAGE)[0]["params"]) == 4_383_653

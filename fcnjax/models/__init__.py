@@ -5,8 +5,8 @@ Names follow the projects users come from: the FCN paper's (``fcn32s``, ``fcn16s
 ``fcn_resnet101``, ``deeplabv3_resnet50``, ``deeplabv3_resnet101``,
 ``deeplabv3_mobilenet_v3_large``, ``lraspp_mobilenet_v3_large``, ``resnet18`` ...
 ``resnet152``, ``mobilenet_v3_large``), segmentation_models_pytorch's DeepLabV3+
-(``deeplabv3plus_resnet50``, ``deeplabv3plus_resnet101``; ``deeplabv3plus`` takes any
-``backbone``) and keras-segmentation's
+(``deeplabv3plus_resnet50``, ``deeplabv3plus_resnet101``, ``deeplabv3plus_mobilenet_v2``;
+``deeplabv3plus`` takes any ``backbone``) and keras-segmentation's
 (``unet_mini``, ``unet``, ``vgg_unet``, ``resnet50_unet``, ``vgg_segnet``,
 ``resnet50_segnet``, ``fcn_8``, ``fcn_32``, ``fcn_8_vgg``, ``fcn_32_vgg``,
 ``fcn_8_resnet50``, ``fcn_32_resnet50``, ``pspnet``, ``vgg_pspnet``, ``resnet50_pspnet``,
@@ -138,6 +138,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3plus": DeepLabV3Plus,
     "deeplabv3plus_resnet50": functools.partial(DeepLabV3Plus, backbone="resnet50"),
     "deeplabv3plus_resnet101": functools.partial(DeepLabV3Plus, backbone="resnet101"),
+    "deeplabv3plus_mobilenet_v2": functools.partial(DeepLabV3Plus, backbone="mobilenet_v2"),
     # keras-segmentation's names.
     "unet_mini": UNetMini,
     "unet": UNet,
@@ -192,6 +193,7 @@ REFERENCES: dict[str, str] = {
     "any backbone= (resnet50)",
     "deeplabv3plus_resnet50": "segmentation_models_pytorch's DeepLabV3Plus on ResNet-50",
     "deeplabv3plus_resnet101": "segmentation_models_pytorch's DeepLabV3Plus on ResNet-101",
+    "deeplabv3plus_mobilenet_v2": "segmentation_models_pytorch's DeepLabV3Plus on MobileNetV2",
     "unet_mini": "keras-segmentation's unet_mini (32/64/128; fcnjax's unet before issue 27)",
     "unet": "keras-segmentation's unet (U-Net decoder, vanilla encoder)",
     "segnet": "keras-segmentation's segnet (SegNet decoder, vanilla encoder)",

@@ -76,59 +76,26 @@ def encoder(
         raise ValueError(f"unknown backbone {name!r}; choose one of {ENCODERS}.")
     if levels not in range(1, 6):
         raise ValueError(f"`levels` must be 1 ... 5 (f1 ... f5); got {levels!r}.")
+    if style not in STYLES and (name in RESNETS or name == "mobilenet_v2"):
+        raise ValueError(f"`backbone_style` must be one of {STYLES}; got {style!r}.")
+    common = dict(bn_axis_name=bn_axis_name, name="backbone")
+    vgg = {k: kw.pop(k) for k in ("fc", "fc_dropout") if k in kw}  # VGG16's alone
     if name in RESNETS:
-        if style not in STYLES:
-            raise ValueError(f"`backbone_style` must be one of {STYLES}; got {style!r}.")
-        kw.pop("fc", None), kw.pop("fc_dropout", None)
-        return ResNet(
-            RESNETS[name],
-            style,
-            output_stride,
-            width,
-            stages=levels - 1,
-            bn_axis_name=bn_axis_name,
-            name="backbone",
-            **kw,
-        )
+        return ResNet(RESNETS[name], style, output_stride, width, stages=levels - 1, **common, **kw)
+    if name == "mobilenet_v2":
+        return MobileNetV2(width, style, output_stride, levels, **common, **kw)
     if name == "mobilenet_v3_large":
         if output_stride not in (16, 32):
             raise ValueError(f"`output_stride` must be 32 or 16 for {name}; got {output_stride!r}.")
-        kw.pop("fc", None), kw.pop("fc_dropout", None)
         dilated = output_stride == 16
-        return mobilenet_v3.MobileNetV3Large(
-            width, dilated, levels, bn_axis_name=bn_axis_name, name="backbone", **kw
-        )
-    if name in MOBILENETS:
-        kw.pop("fc", None), kw.pop("fc_dropout", None)
-        if name == "mobilenet_v2":
-            if style not in STYLES:
-                raise ValueError(f"`backbone_style` must be one of {STYLES}; got {style!r}.")
-            return MobileNetV2(
-                width,
-                style,
-                output_stride,
-                levels,
-                bn_axis_name=bn_axis_name,
-                name="backbone",
-                **kw,
-            )
-        if output_stride != 32:
-            raise ValueError(f"`output_stride` must be 32 for {name}; got {output_stride!r}.")
-        return MobileNet(width, levels, bn_axis_name, name="backbone", **kw)
+        return mobilenet_v3.MobileNetV3Large(width, dilated, levels, **common, **kw)
     if output_stride != 32:
         raise ValueError(f"`output_stride` must be 32 for {name}; got {output_stride!r}.")
+    if name == "mobilenet":
+        return MobileNet(width, levels, **common, **kw)
     if name == "vanilla":
-        kw.pop("fc", None), kw.pop("fc_dropout", None)
-        return VanillaEncoder(width, levels, bn_axis_name, name="backbone", **kw)
-    batch_norm = name == "vgg16_bn"
-    return VGG16(
-        width,
-        batch_norm=batch_norm,
-        bn_axis_name=bn_axis_name,
-        blocks=levels,
-        name="backbone",
-        **kw,
-    )
+        return VanillaEncoder(width, levels, **common, **kw)
+    return VGG16(width, batch_norm=name == "vgg16_bn", blocks=levels, **common, **vgg, **kw)
 
 
 def levels(taps: dict[str, Array]) -> tuple[Array, ...]:

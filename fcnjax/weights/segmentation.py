@@ -1,7 +1,7 @@
 """Whole segmentation networks from PyTorch state dicts: torchvision's ``fcn_resnet50``,
 ``fcn_resnet101``, ``deeplabv3_resnet50``, ``deeplabv3_resnet101``,
 ``deeplabv3_mobilenet_v3_large`` and segmentation_models_pytorch's ``DeepLabV3Plus`` on a
-ResNet encoder.
+ResNet or MobileNetV2 encoder.
 
 torchvision's names (``backbone.layer1.0.conv1.weight``, ``classifier.0.convs.1.0.weight``,
 ``aux_classifier.4.bias``, ...) and smp's (``encoder.layer1.0.conv1.weight``,
@@ -9,7 +9,8 @@ torchvision's names (``backbone.layer1.0.conv1.weight``, ``classifier.0.convs.1.
 (:class:`~fcnjax.models.FCNResNet`, :class:`~fcnjax.models.DeepLabV3`,
 :class:`~fcnjax.models.DeepLabV3Plus`): the ResNet under ``backbone`` as
 :func:`~fcnjax.weights.load_resnet` names it (a MobileNetV3's ``backbone.4.block.2.fc1``,
-torchvision's ``IntermediateLayerGetter`` over its ``features``, as ``features_4/block_2/fc1``),
+torchvision's ``IntermediateLayerGetter`` over its ``features``, as ``features_4/block_2/fc1``;
+smp's MobileNetV2, torchvision's ``features``, as :func:`~fcnjax.weights.load_mobilenet_v2`),
 the heads as the modules' docstrings do.
 Kernels ``(C_out, C_in / groups, kh, kw)`` become ``(kh, kw, C_in / groups, C_out)``;
 BatchNorm's ``running_mean``/``running_var`` go to ``batch_stats``; ``num_batches_tracked``
@@ -32,6 +33,7 @@ from fcnjax.models.fcn_resnet import FCNResNet
 from fcnjax.weights import files
 from fcnjax.weights import resnet_names as names
 from fcnjax.weights.backbone import Raw, ShapeChecker
+from fcnjax.weights.mobilenet import _TORCH_V2 as _MOBILENET_V2  # torchvision's names
 
 __all__ = ["load_torchvision_segmentation", "segmentation_variables"]
 
@@ -73,6 +75,7 @@ _LAYOUTS = {
     ),
 }
 _LAYOUTS["deeplabv3_mobilenet"] = _LAYOUTS["deeplabv3"]
+_LAYOUTS["smp_mobilenet_v2"] = _LAYOUTS["smp"]
 _AUX = _fcn_head("aux_classifier", "aux_classifier")
 # torchvision's MobileNetV3 ``features`` modules (see fcnjax.weights.mobilenet_v3).
 _MOBILENET = re.compile(r"(\d+)\.(?:block\.(\d+)\.)?(0|1|fc1|fc2)")
@@ -113,6 +116,9 @@ def _layer(module: str, layout: str, pool: int) -> str | None:
     backbone, aspp, heads = _LAYOUTS[layout]
     if module.startswith(backbone) and layout == "deeplabv3_mobilenet":
         return _mobilenet_layer(module[len(backbone) :])
+    if module.startswith(backbone) and layout == "smp_mobilenet_v2":
+        layer = _MOBILENET_V2.get(module[len(backbone) :])
+        return None if layer is None else f"backbone/{layer}"
     if module.startswith(backbone):
         parts = names.torch_parts(module[len(backbone) :])
         return None if parts is None else "backbone/" + names.path(parts)
@@ -130,6 +136,8 @@ def _layout(model: nn.Module) -> str:
         )
     if isinstance(model, DeepLabV3) and model.backbone == "mobilenet_v3_large":
         return "deeplabv3_mobilenet"
+    if isinstance(model, DeepLabV3Plus) and model.backbone == "mobilenet_v2":
+        return "smp_mobilenet_v2"
     for cls, layout in ((FCNResNet, "fcn"), (DeepLabV3, "deeplabv3"), (DeepLabV3Plus, "smp")):
         if isinstance(model, cls):
             return layout
