@@ -394,6 +394,7 @@ TINY = {
     "deeplabv3_mobilenet_v3_large": DeepLabV3(
         3, backbone="mobilenet_v3_large", aux_loss=True, width=WIDTH
     ),
+    "deeplabv3plus_mobilenet_v2": DeepLabV3Plus(3, backbone="mobilenet_v2", width=WIDTH),
 }
 
 
@@ -436,6 +437,7 @@ def test_one_training_step(name):
         ("deeplabv3_resnet101", {}),
         ("deeplabv3_mobilenet_v3_large", {}),
         ("deeplabv3plus_resnet50", {}),
+        ("deeplabv3plus_mobilenet_v2", {}),
         ("deeplabv3plus", {"backbone": "resnet18", "output_stride": 8}),
     ],
 )
