@@ -481,6 +481,7 @@ def torch_taps(net, x):
     return out
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_torchvision_mobilenet_v2_matches_torch(tmp_path, fmt):
     import torch
@@ -549,6 +550,7 @@ def test_file_of_another_network_says_what_it_holds(tmp_path, keras_v1_file, ker
         weights.load_mobilenet(vgg)
 
 
+@pytest.mark.requires_torch
 def test_file_errors_listed_together(tmp_path):
     from safetensors.numpy import save_file
 

@@ -138,6 +138,7 @@ def randomised(model, seed):
     return model.eval()
 
 
+@pytest.mark.requires_torch
 def test_parameter_count_equals_the_authors_model():
     reference = torch_unet3_plus(3, 21)
     expected = sum(p.numel() for p in reference.parameters())
@@ -153,6 +154,7 @@ def test_parameter_count_equals_the_authors_model():
 @pytest.mark.parametrize(
     ("size", "any_size"), [((32, 48), False), ((37, 45), True)], ids=["authors", "odd"]
 )
+@pytest.mark.requires_torch
 def test_logits_equal_the_authors_on_the_same_weights(size, any_size):
     import torch
 
@@ -168,6 +170,7 @@ def test_logits_equal_the_authors_on_the_same_weights(size, any_size):
     np.testing.assert_allclose(np.asarray(got), expected.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.requires_torch
 def test_ceil_pooling_is_pytorchs_ceil_mode():
     import torch
 
